@@ -1,0 +1,88 @@
+"""Loss functions and LR policies against hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from upcycle_se.errors import ConfigError
+from upcycle_se.losses import AdversarialLoss, LossConfig, masked_mean, spectral_l1, waveform_l1
+from upcycle_se.lr_policy import EpochLRPolicy
+
+
+def test_lsgan_values():
+    adv = AdversarialLoss("lsgan")
+    real = torch.full((2, 1, 4), 0.5)
+    fake = torch.full((2, 1, 4), 0.25)
+    # 0.5 * ((0.5-1)^2 + 0.25^2) = 0.5 * (0.25 + 0.0625)
+    assert adv.discriminator_loss(real, fake).item() == pytest.approx(0.15625)
+    assert adv.generator_loss(fake).item() == pytest.approx(0.5625)
+
+
+def test_hinge_and_vanilla_differ_from_lsgan():
+    real, fake = torch.full((1, 1, 3), 0.5), torch.full((1, 1, 3), -0.2)
+    hinge = AdversarialLoss("hinge")
+    assert hinge.discriminator_loss(real, fake).item() == pytest.approx(0.5 + 0.8)
+    assert hinge.generator_loss(fake).item() == pytest.approx(0.2)
+    vanilla = AdversarialLoss("vanilla")
+    expected = -math.log(1 / (1 + math.exp(-0.5))) - math.log(1 - 1 / (1 + math.exp(0.2)))
+    assert vanilla.discriminator_loss(real, fake).item() == pytest.approx(expected, rel=1e-5)
+    losses = {m: AdversarialLoss(m).generator_loss(fake).item() for m in ("lsgan", "hinge", "vanilla")}
+    assert len(set(round(v, 6) for v in losses.values())) == 3
+
+
+def test_multiscale_lists_average():
+    adv = AdversarialLoss("lsgan")
+    maps = [torch.zeros(1, 1, 4), torch.ones(1, 1, 2)]
+    # generator: mean of (0-1)^2 = 1 and (1-1)^2 = 0
+    assert adv.generator_loss(maps).item() == pytest.approx(0.5)
+
+
+def test_unknown_gan_mode_and_loss_type_refused():
+    with pytest.raises(ConfigError, match="gan_mode 'wgan'"):
+        AdversarialLoss("wgan")
+    with pytest.raises(ConfigError, match="loss_type 'l2gan'"):
+        LossConfig(loss_type="l2gan")
+    with pytest.raises(ConfigError, match="unknown loss option"):
+        LossConfig.from_hparams({"cycle_wieght": 3})
+    with pytest.raises(ConfigError, match="must be a number >= 0"):
+        LossConfig(cycle_weight=-1)
+
+
+def test_loss_types_switch_terms():
+    gan, l1gan, l1 = (LossConfig(loss_type=t) for t in ("gan", "l1gan", "l1"))
+    assert (gan.adversarial, gan.cycle, gan.supervised) == (True, True, False)
+    assert (l1gan.adversarial, l1gan.cycle, l1gan.supervised) == (True, True, True)
+    assert (l1.adversarial, l1.cycle, l1.supervised) == (False, False, True)
+
+
+def test_masked_l1_ignores_padding():
+    est = torch.tensor([[1.0, 1.0, 9.0, 9.0], [2.0, 2.0, 2.0, 2.0]])
+    tgt = torch.zeros(2, 4)
+    lens = torch.tensor([0.5, 1.0])
+    # valid samples: 1,1 and 2,2,2,2 -> sum 10 over 6 samples
+    assert waveform_l1(est, tgt, lens).item() == pytest.approx(10 / 6)
+    assert masked_mean(est).item() == pytest.approx(est.mean().item())
+
+
+def test_spectral_l1_zero_iff_equal_and_sees_phase():
+    spec = torch.randn(2, 2, 5, 7)
+    assert spectral_l1(spec, spec).item() == pytest.approx(0.0, abs=1e-6)
+    # same magnitude, rotated phase: the magnitude term is 0 but the real/imag term is not
+    rotated = torch.stack([-spec[:, 1], spec[:, 0]], dim=1)
+    assert spectral_l1(rotated, spec).item() > 0.5
+
+
+def test_lr_policies():
+    lin = EpochLRPolicy("linear", n_epochs=70, n_epochs_decay=30)
+    assert lin.factor(1) == 1.0 and lin.factor(70) == 1.0
+    assert lin.factor(71) == pytest.approx(1 - 1 / 31)
+    assert lin.factor(100) == pytest.approx(1 - 30 / 31)
+    cos = EpochLRPolicy("cosine", n_epochs=70, n_epochs_decay=30)
+    assert cos.factor(1) == 1.0
+    assert cos.factor(51) == pytest.approx(0.5)
+    assert all(cos.factor(e) > cos.factor(e + 1) for e in range(1, 100))
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert lin.apply([opt], 2e-4, 100) == pytest.approx(2e-4 / 31)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2e-4 / 31)
+    with pytest.raises(ConfigError, match="lr_policy 'step'"):
+        EpochLRPolicy("step")

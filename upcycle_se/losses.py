@@ -1,0 +1,159 @@
+"""Losses of Up-Cycle-SENet's cycle-GAN.
+
+- Adversarial losses (:class:`AdversarialLoss`): least squares (LSGAN, Mao et al. 2017; the default, as in
+  CycleGAN), hinge (Lim & Ye 2017) and the original non-saturating cross-entropy GAN. Each takes a
+  discriminator output that is either one score map ``[batch, 1, frames]`` or a list of them (multi-scale
+  discriminator); the loss is averaged over the maps.
+- :func:`waveform_l1` and :func:`spectral_l1`: the L1 distances used for cycle consistency, identity and,
+  in paired training, supervision ("l1gan": supervised L1 on top of the GAN losses).
+
+The weights and which terms are on live in :class:`LossConfig`, built from the hparams by
+:func:`LossConfig.from_hparams`, which refuses unknown names instead of silently ignoring them (the
+paper's code accepted any ``loss_type`` and always trained the same loss).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import List, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from upcycle_se.errors import ConfigError
+
+ScoreMaps = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+#: GAN objectives a discriminator/generator pair can be trained with.
+GAN_MODES = ("lsgan", "hinge", "vanilla")
+#: Which groups of terms the generators are trained with.
+#: ``gan``: adversarial + cycle + identity (unpaired); ``l1gan``: ``gan`` + supervised L1 (paired);
+#: ``l1``: supervised L1 only (paired, no discriminator).
+LOSS_TYPES = ("gan", "l1gan", "l1")
+
+
+def _as_list(scores: ScoreMaps) -> List[torch.Tensor]:
+    return [scores] if isinstance(scores, torch.Tensor) else list(scores)
+
+
+class AdversarialLoss:
+    """Discriminator and generator sides of a GAN objective.
+
+    Arguments
+    ---------
+    mode : one of :data:`GAN_MODES`.
+
+    Example
+    -------
+    >>> adv = AdversarialLoss("lsgan")
+    >>> real, fake = torch.ones(2, 1, 5), torch.zeros(2, 1, 5)
+    >>> float(adv.discriminator_loss(real, fake)), float(adv.generator_loss(fake))
+    (0.0, 1.0)
+    """
+
+    def __init__(self, mode: str = "lsgan"):
+        if mode not in GAN_MODES:
+            raise ConfigError(f"gan_mode '{mode}' is not one of {', '.join(GAN_MODES)}")
+        self.mode = mode
+
+    def discriminator_loss(self, real: ScoreMaps, fake: ScoreMaps) -> torch.Tensor:
+        """Loss of a discriminator that should score ``real`` high and ``fake`` low."""
+        real, fake = _as_list(real), _as_list(fake)
+        total = 0.0
+        for r, f in zip(real, fake):
+            if self.mode == "lsgan":
+                # 0.5 so that D and G losses share CycleGAN's scale
+                total = total + 0.5 * (((r - 1) ** 2).mean() + (f ** 2).mean())
+            elif self.mode == "hinge":
+                total = total + F.relu(1 - r).mean() + F.relu(1 + f).mean()
+            else:
+                total = total + F.binary_cross_entropy_with_logits(r, torch.ones_like(r)) \
+                    + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f))
+        return total / len(real)
+
+    def generator_loss(self, fake: ScoreMaps) -> torch.Tensor:
+        """Loss of a generator whose outputs the discriminator scored as ``fake``."""
+        fake = _as_list(fake)
+        total = 0.0
+        for f in fake:
+            if self.mode == "lsgan":
+                total = total + ((f - 1) ** 2).mean()
+            elif self.mode == "hinge":
+                total = total - f.mean()
+            else:
+                total = total + F.binary_cross_entropy_with_logits(f, torch.ones_like(f))
+        return total / len(fake)
+
+
+def masked_mean(values: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
+    """Mean of ``values [batch, time]`` over the valid samples given relative ``lengths [batch]``."""
+    if lengths is None:
+        return values.mean()
+    time = values.shape[-1]
+    mask = torch.arange(time, device=values.device)[None, :] < (lengths * time).round()[:, None]
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def waveform_l1(estimate: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
+    """Mean absolute error of waveforms ``[batch, time]`` (padding excluded when ``lengths`` is given)."""
+    return masked_mean((estimate - target).abs(), lengths)
+
+
+def spectral_l1(estimate_spec: torch.Tensor, target_spec: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error of complex spectra ``[batch, 2, freq, frames]`` plus that of their magnitudes.
+
+    The real/imaginary term carries phase; the magnitude term keeps low-energy bins from being ignored.
+    """
+    mag_e = torch.sqrt(estimate_spec.pow(2).sum(1) + 1e-8)
+    mag_t = torch.sqrt(target_spec.pow(2).sum(1) + 1e-8)
+    return (estimate_spec - target_spec).abs().mean() + (mag_e - mag_t).abs().mean()
+
+
+@dataclass
+class LossConfig:
+    """Which loss terms are on and their weights (the ``loss`` section of the hparams).
+
+    Defaults follow the paper / CycleGAN: cycle 20 (the paper's ``lambda_A = lambda_B``),
+    identity 10 (half the cycle weight, CycleGAN's ``lambda_identity = 0.5``).
+    """
+
+    loss_type: str = "gan"
+    gan_mode: str = "lsgan"
+    adversarial_weight: float = 1.0
+    cycle_weight: float = 20.0
+    identity_weight: float = 10.0
+    supervised_weight: float = 20.0
+    spectral_weight: float = 1.0
+
+    def __post_init__(self):
+        if self.loss_type not in LOSS_TYPES:
+            raise ConfigError(f"loss_type '{self.loss_type}' is not one of {', '.join(LOSS_TYPES)}")
+        AdversarialLoss(self.gan_mode)  # validates the name
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and (not isinstance(value, (int, float)) or value < 0):
+                raise ConfigError(f"loss weight {f.name}={value!r} must be a number >= 0")
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether discriminators are trained (not in pure ``l1``)."""
+        return self.loss_type in ("gan", "l1gan") and self.adversarial_weight > 0
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the paired supervised L1 term is on."""
+        return self.loss_type in ("l1gan", "l1")
+
+    @property
+    def cycle(self) -> bool:
+        """Whether the clean->noisy generator and the cycle/identity terms are trained."""
+        return self.loss_type in ("gan", "l1gan")
+
+    @classmethod
+    def from_hparams(cls, hparams: dict) -> "LossConfig":
+        """Builds the config from a dict, refusing unknown keys with a one-line :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(hparams) - known)
+        if unknown:
+            raise ConfigError(f"unknown loss option(s) {unknown}; known: {sorted(known)}")
+        return cls(**hparams)
