@@ -236,8 +236,8 @@ def dataio_prep(hparams: Mapping) -> Dict[str, Optional[DynamicItemDataset]]:
 
     Keys read (all optional except where a default cannot be formed):
 
-    - ``save_folder``: where the manifests and the resampling cache are; fills ``{save_folder}`` and
-      gives the default manifest paths ``<save_folder>/{train,valid,test}.json``;
+    - ``prep_folder`` (or else ``save_folder``): where the manifests and the resampling cache are; fills
+      ``{save_folder}`` and gives the default manifest paths ``<prep_folder>/{train,valid,test}.json``;
     - ``train_annotation``, ``valid_annotation``, ``test_annotation``: manifest paths;
     - ``data_folder``: the corpus folder, fills ``{data_root}`` (default: the one recorded at preparation);
     - ``unpaired``: ``shuffle`` (default) | ``disjoint`` | ``paired``;
@@ -249,7 +249,7 @@ def dataio_prep(hparams: Mapping) -> Dict[str, Optional[DynamicItemDataset]]:
     ``{"train": CycleTrainDataset, "valid": eval dataset, "test": eval dataset or None}``; ``test`` is
     None when ``test_annotation`` is not set and ``<save_folder>/test.json`` does not exist.
     """
-    save_folder = hparams.get("save_folder")
+    save_folder = hparams.get("prep_folder", hparams.get("save_folder"))
     sample_rate = int(hparams.get("sample_rate", 16000))
     crop = hparams.get("crop_samples")
     if crop is None:
