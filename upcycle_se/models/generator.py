@@ -284,9 +284,14 @@ class UpCycleGenerator(nn.Module):
         out_spec = self.apply_output(spec, self.estimate(spec))
         return self.stft.istft(out_spec, length=wav.shape[-1]), out_spec
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """``[batch, time]`` -> ``[batch, time]`` (same length)."""
-        return self.forward_with_spec(wav)[0]
+    def forward(self, wav: torch.Tensor, return_spec: bool = False):
+        """``[batch, time]`` -> ``[batch, time]`` (same length); with ``return_spec`` also the spectrum.
+
+        ``return_spec`` goes through ``forward`` (not only :meth:`forward_with_spec`) so that wrappers
+        such as DistributedDataParallel, which only intercept ``forward``, see every call.
+        """
+        out, spec = self.forward_with_spec(wav)
+        return (out, spec) if return_spec else out
 
 
 def export_onnx(generator: UpCycleGenerator, path, opset_version: int = 17, example_length: int = 16000) -> None:

@@ -1,0 +1,300 @@
+"""The cycle-GAN :class:`UpCycleBrain`: Up-Cycle-SENet training, validation and testing in SpeechBrain.
+
+Modules (``self.modules``, also the checkpoint names):
+
+- ``gen_n2c``: noisy -> clean generator (the enhancer), ``gen_c2n``: clean -> noisy generator;
+- ``disc_clean`` / ``disc_noisy``: one discriminator per domain.
+
+Each training batch holds a noisy crop and a clean crop (unrelated ones in unpaired training). One step
+updates both generators with one optimizer, then both discriminators with another (Adam 2e-4,
+betas 0.5/0.999 in the hparams), as CycleGAN does. The losses are those of :mod:`upcycle_se.losses`:
+adversarial, cycle consistency, identity and, with ``loss_type: l1gan`` (paired data), a supervised L1.
+
+Validation scores whole files with PESQ and STOI (:class:`upcycle_se.metrics.QualityStats`) and keeps the
+best checkpoint by validation PESQ; the test set is only scored, never used for selection. The test
+stage writes a per-file metrics CSV, a noisy-vs-enhanced summary table and a few enhanced wavs.
+
+A step whose loss is not finite is skipped (no parameter is touched), counted and logged; after
+``nonfinite_patience`` such steps in a row training stops with :class:`TrainingDivergedError`, before any
+checkpoint of a poisoned model can be written.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Optional
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import if_main_process
+
+from upcycle_se.audio import write_audio_atomic
+from upcycle_se.errors import UserError
+from upcycle_se.losses import AdversarialLoss, LossConfig, spectral_l1, waveform_l1
+from upcycle_se.lr_policy import EpochLRPolicy
+
+logger = logging.getLogger(__name__)
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel / DataParallel wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
+class TrainingDivergedError(UserError):
+    """Raised when the losses stay non-finite for too many steps in a row."""
+
+
+class UpCycleBrain(sb.Brain):
+    """SpeechBrain Brain for Up-Cycle-SENet (see the module docstring).
+
+    Required hparams: ``loss`` (dict for :class:`LossConfig`), ``g_opt_class``, ``d_opt_class``
+    (optimizer factories taking parameters), ``lr``, ``lr_policy``, ``n_epochs``, ``n_epochs_decay``,
+    ``epoch_counter``, ``sample_rate``, ``valid_metrics`` (e.g. ``[pesq, stoi]``), ``test_metrics``,
+    ``n_jobs``, ``output_folder``, ``save_folder``, ``train_logger``; optional ``tensorboard_logger``,
+    ``enhanced_folder``, ``n_enhanced_to_save``.
+    """
+
+    # ------------------------------------------------------------------ set-up
+    def on_fit_start(self):
+        """Validates the loss config, writes ``model_config.json`` for export, then SpeechBrain's set-up."""
+        self.loss_cfg = LossConfig.from_hparams(dict(self.hparams.loss))
+        self.adv = AdversarialLoss(self.loss_cfg.gan_mode)
+        self.lr_policy = EpochLRPolicy(self.hparams.lr_policy, self.hparams.n_epochs, self.hparams.n_epochs_decay)
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        if if_main_process():
+            self._write_model_config()
+        super().on_fit_start()
+
+    def _write_model_config(self):
+        gen = _unwrap(self.modules["gen_n2c"])
+        config = {"gen_n2c": gen.config, "sample_rate": int(self.hparams.sample_rate)}
+        path = Path(self.hparams.save_folder) / "model_config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.part")
+        tmp.write_text(json.dumps(config, indent=2))
+        os.replace(tmp, path)
+
+    def init_optimizers(self):
+        """One optimizer for both generators, one for both discriminators, each checkpointed."""
+        gens = [self.modules["gen_n2c"]] + ([self.modules["gen_c2n"]] if self.loss_cfg.cycle else [])
+        self.g_optimizer = self.hparams.g_opt_class([p for g in gens for p in g.parameters()])
+        self.optimizers_dict = {"g_optimizer": self.g_optimizer}
+        if self.loss_cfg.adversarial:
+            discs = [self.modules["disc_clean"]] + ([self.modules["disc_noisy"]] if self.loss_cfg.cycle else [])
+            self.d_optimizer = self.hparams.d_opt_class([p for d in discs for p in d.parameters()])
+            self.optimizers_dict["d_optimizer"] = self.d_optimizer
+        if self.checkpointer is not None:
+            for name, opt in self.optimizers_dict.items():
+                self.checkpointer.add_recoverable(name, opt)
+
+    # ------------------------------------------------------------------ forward
+    def compute_forward(self, batch, stage):
+        """Enhances the noisy batch: returns ``(enhanced [batch, time], enhanced_spec [batch, 2, F, N])``."""
+        batch = batch.to(self.device)
+        noisy, _ = batch.noisy_sig
+        return self.modules["gen_n2c"](noisy, return_spec=True)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Validation/test objective: L1 between enhanced and reference clean speech (monitoring only).
+
+        Also feeds the quality metrics; training losses are computed in :meth:`fit_batch`.
+        """
+        enhanced, _ = predictions
+        clean, lens = batch.clean_sig
+        noisy, _ = batch.noisy_sig
+        loss = waveform_l1(enhanced, clean, lens)
+        self.metrics.append(batch.id, predict=enhanced.detach().float(), target=clean, lengths=lens)
+        if stage == sb.Stage.TEST or (stage == sb.Stage.VALID and getattr(self, "valid_noisy_summary", None) is None):
+            self.noisy_metrics.append(batch.id, predict=noisy, target=clean, lengths=lens)
+        if stage == sb.Stage.TEST:
+            self._save_enhanced(batch.id, enhanced, lens)
+        return loss
+
+    # ------------------------------------------------------------------ training step
+    def fit_batch(self, batch):
+        """One generator update then one discriminator update; returns the generator loss."""
+        batch = batch.to(self.device)
+        noisy, noisy_lens = batch.noisy_sig
+        clean, clean_lens = batch.clean_sig
+        cfg, m = self.loss_cfg, self.modules
+
+        with self.training_ctx:
+            g_loss, terms, fake_clean, fake_noisy = self._generator_loss(noisy, clean, noisy_lens, clean_lens)
+        if not self._finite_or_skip(g_loss, terms):
+            return g_loss.detach().cpu()
+        self.g_optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(g_loss).backward()
+        self._clip_and_step(self.g_optimizer)
+
+        if cfg.adversarial:
+            with self.training_ctx:
+                d_loss = self.adv.discriminator_loss(m["disc_clean"](clean), m["disc_clean"](fake_clean.detach()))
+                if cfg.cycle:
+                    d_loss = d_loss + self.adv.discriminator_loss(
+                        m["disc_noisy"](noisy), m["disc_noisy"](fake_noisy.detach())
+                    )
+            terms["d_adv"] = d_loss.detach()
+            if self._finite_or_skip(d_loss, terms):
+                self.d_optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(d_loss).backward()
+                self._clip_and_step(self.d_optimizer)
+        self.scaler.update()
+
+        for name, value in terms.items():
+            self.epoch_terms[name] += float(value)
+        self.epoch_terms_count += 1
+        return g_loss.detach().cpu()
+
+    def _generator_loss(self, noisy, clean, noisy_lens, clean_lens):
+        """The weighted generator objective and its terms (see :class:`LossConfig`)."""
+        cfg, m = self.loss_cfg, self.modules
+        terms: Dict[str, torch.Tensor] = {}
+        fake_clean, fake_clean_spec = m["gen_n2c"](noisy, return_spec=True)
+        fake_noisy = None
+        total = fake_clean.new_zeros(())
+        if cfg.adversarial:
+            terms["g_adv"] = self.adv.generator_loss(m["disc_clean"](fake_clean))
+        if cfg.cycle:
+            fake_noisy = m["gen_c2n"](clean)
+            if cfg.adversarial:
+                terms["g_adv"] = terms["g_adv"] + self.adv.generator_loss(m["disc_noisy"](fake_noisy))
+            terms["cycle"] = waveform_l1(m["gen_c2n"](fake_clean), noisy, noisy_lens) + waveform_l1(
+                m["gen_n2c"](fake_noisy), clean, clean_lens
+            )
+            total = total + cfg.cycle_weight * terms["cycle"]
+            if cfg.identity_weight > 0:
+                terms["identity"] = waveform_l1(m["gen_n2c"](clean), clean, clean_lens) + waveform_l1(
+                    m["gen_c2n"](noisy), noisy, noisy_lens
+                )
+                total = total + cfg.identity_weight * terms["identity"]
+        if "g_adv" in terms:
+            total = total + cfg.adversarial_weight * terms["g_adv"]
+        if cfg.supervised:
+            stft = _unwrap(m["gen_n2c"]).stft
+            terms["supervised"] = waveform_l1(fake_clean, clean, clean_lens) + cfg.spectral_weight * spectral_l1(
+                fake_clean_spec, stft.stft(clean)
+            )
+            total = total + cfg.supervised_weight * terms["supervised"]
+        terms = {k: v.detach() for k, v in terms.items()}
+        return total, terms, fake_clean, fake_noisy
+
+    def _clip_and_step(self, optimizer):
+        self.scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        self.scaler.step(optimizer)
+        self.optimizer_step += 1
+
+    def _finite_or_skip(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> bool:
+        """True if ``loss`` is finite; otherwise counts the skipped step and stops after too many in a row."""
+        if torch.isfinite(loss):
+            self.nonfinite_in_a_row = 0
+            return True
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        bad = ", ".join(k for k, v in terms.items() if not torch.isfinite(v)) or "loss"
+        logger.warning(f"non-finite {bad}: step skipped ({self.nonfinite_in_a_row} in a row, "
+                       f"{self.nonfinite_total} this run)")
+        for opt in self.optimizers_dict.values():
+            opt.zero_grad(set_to_none=True)
+        if self.nonfinite_in_a_row > self.nonfinite_patience:
+            raise TrainingDivergedError(
+                f"training diverged: {self.nonfinite_in_a_row} steps in a row had non-finite losses ({bad}); "
+                "stopped without saving a checkpoint of this state. Lower lr or check the data."
+            )
+        return False
+
+    # ------------------------------------------------------------------ stages
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader; also remembers an epoch-aware training set (see :meth:`on_stage_start`)."""
+        if stage == sb.Stage.TRAIN and hasattr(dataset, "set_epoch"):
+            self.train_dataset = dataset
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets metric trackers; at the start of a training epoch, sets that epoch's learning rate.
+
+        The training set is told the epoch so that its random crops and unpaired draws depend only on
+        (seed, epoch, item): a resumed run draws exactly what the interrupted one would have.
+        """
+        from upcycle_se.metrics import QualityStats
+
+        n_jobs = int(getattr(self.hparams, "n_jobs", 1))
+        if stage == sb.Stage.TRAIN:
+            self.epoch_terms = defaultdict(float)
+            self.epoch_terms_count = 0
+            self.current_lr = self.lr_policy.apply(self.optimizers_dict.values(), self.hparams.lr, epoch)
+            if getattr(self, "train_dataset", None) is not None:
+                self.train_dataset.set_epoch(epoch)
+        elif stage == sb.Stage.VALID:
+            self.metrics = QualityStats(metrics=tuple(self.hparams.valid_metrics), n_jobs=n_jobs)
+            # The noisy input's scores are the bar to clear; computed once per run.
+            if getattr(self, "valid_noisy_summary", None) is None:
+                self.noisy_metrics = QualityStats(metrics=tuple(self.hparams.valid_metrics), n_jobs=n_jobs)
+        else:
+            self.metrics = QualityStats(metrics=tuple(self.hparams.test_metrics), n_jobs=n_jobs)
+            self.noisy_metrics = QualityStats(metrics=tuple(self.hparams.test_metrics), n_jobs=n_jobs)
+            self.n_enhanced_saved = 0
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs losses per term and metrics; keeps the best checkpoint by validation PESQ; writes test reports."""
+        if stage == sb.Stage.TRAIN:
+            n = max(self.epoch_terms_count, 1)
+            self.train_stats = {"loss": stage_loss, **{k: v / n for k, v in self.epoch_terms.items()},
+                                "nonfinite_steps": self.nonfinite_total}
+            return
+        summary = self.metrics.summarize()
+        stats = {"loss": stage_loss, **summary}
+        if stage == sb.Stage.VALID:
+            if getattr(self, "valid_noisy_summary", None) is None:
+                self.valid_noisy_summary = self.noisy_metrics.summarize()
+            stats.update({f"noisy_{k}": v for k, v in self.valid_noisy_summary.items()})
+            meta = {"epoch": epoch, "lr": self.current_lr}
+            self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stats)
+            if getattr(self.hparams, "tensorboard_logger", None) is not None and if_main_process():
+                self.hparams.tensorboard_logger.log_stats(meta, self.train_stats, stats)
+            self.checkpointer.save_and_keep_only(meta={**summary, "epoch": epoch}, max_keys=["pesq"])
+        else:
+            noisy_summary = self.noisy_metrics.summarize()
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats={**stats, **{f"noisy_{k}": v for k, v in noisy_summary.items()}},
+            )
+            if if_main_process():
+                self._write_test_report(summary, noisy_summary)
+
+    def _write_test_report(self, summary: Dict[str, float], noisy_summary: Dict[str, float]):
+        out = Path(self.hparams.output_folder)
+        self.metrics.write_csv(out / "test_metrics_enhanced.csv")
+        self.noisy_metrics.write_csv(out / "test_metrics_noisy.csv")
+        names = list(summary)
+        lines = ["| system | " + " | ".join(n.upper() for n in names) + " |",
+                 "|---" * (len(names) + 1) + "|",
+                 "| noisy | " + " | ".join(f"{noisy_summary[n]:.3f}" for n in names) + " |",
+                 "| enhanced | " + " | ".join(f"{summary[n]:.3f}" for n in names) + " |"]
+        (out / "test_summary.md").write_text("\n".join(lines) + "\n")
+        logger.info("test summary (means over files):\n" + "\n".join(lines))
+
+    def _save_enhanced(self, ids, enhanced: torch.Tensor, lens: torch.Tensor):
+        """Writes the first ``n_enhanced_to_save`` enhanced test files (16-bit wav, trimmed to length)."""
+        limit = int(getattr(self.hparams, "n_enhanced_to_save", 0))
+        folder = getattr(self.hparams, "enhanced_folder", None)
+        if folder is None or not if_main_process():
+            return
+        for uid, wav, rel in zip(ids, enhanced, lens):
+            if self.n_enhanced_saved >= limit:
+                return
+            n = int(round(float(rel) * wav.shape[-1]))
+            write_audio_atomic(Path(folder) / f"{uid}.wav", wav[:n].float().cpu(), int(self.hparams.sample_rate))
+            self.n_enhanced_saved += 1
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Loads the best checkpoint (by ``max_key``) before the test stage; needs the loss config too."""
+        if not hasattr(self, "loss_cfg"):
+            self.loss_cfg = LossConfig.from_hparams(dict(self.hparams.loss))
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)

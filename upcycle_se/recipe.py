@@ -1,0 +1,101 @@
+"""The body of a training recipe, shared by the recipes of every corpus.
+
+A recipe's ``train.py`` only names its data preparation function and calls :func:`run_recipe`, which does
+what SpeechBrain recipes do (parse arguments, load the HyperPyYAML hparams, create the experiment folder,
+prepare the data on the main process, build the datasets, fit, then test the best checkpoint) and turns
+every problem a user can fix (a bad override, a missing data folder, a corrupt file) into one line on
+stderr and exit code 2 before any training time is spent.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Dict, List, Optional
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from upcycle_se.errors import ConfigError, UserError
+
+logger = logging.getLogger(__name__)
+
+
+def load_hparams(hparams_file: str, overrides) -> dict:
+    """Loads a HyperPyYAML file with overrides, turning every failure into a one-line :class:`ConfigError`."""
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            return load_hyperpyyaml(fin, overrides)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{err.filename}: no such hparams file") from None
+    except UserError:
+        raise
+    except Exception as err:  # ruamel / HyperPyYAML / constructors raise many types
+        msg = " ".join(str(err).split())
+        raise ConfigError(f"{hparams_file}: bad hparams or override: {msg[:300]}") from None
+
+
+def validate_hparams(hparams: dict) -> None:
+    """Checks the values a typo can make absurd, each with a one-line :class:`ConfigError`."""
+    def positive(key, kind=(int, float)):
+        value = hparams.get(key)
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+            raise ConfigError(f"{key}={value!r}: must be a positive {'integer' if kind is int else 'number'}")
+
+    positive("lr")
+    for key in ("batch_size", "crop_samples", "sample_rate"):
+        positive(key, int)
+    for key in ("n_epochs", "n_epochs_decay"):
+        value = hparams.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError(f"{key}={value!r}: must be an integer >= 0")
+    unpaired = hparams.get("unpaired")
+    if unpaired is not None and unpaired not in ("shuffle", "disjoint", "paired"):
+        raise ConfigError(f"unpaired={unpaired!r}: must be one of shuffle, disjoint, paired")
+    loss = hparams.get("loss", {})
+    if loss.get("loss_type") in ("l1gan", "l1") and unpaired not in (None, "paired"):
+        raise ConfigError(f"loss_type={loss.get('loss_type')} needs paired data: set unpaired=paired")
+
+
+def run_recipe(argv: List[str], prepare: Callable[..., None], prepare_kwargs: Callable[[dict], Dict]) -> int:
+    """Runs a whole recipe; returns the exit code.
+
+    Arguments
+    ---------
+    argv : the command line after the script name (``hparams.yaml --key=value ...``).
+    prepare : the corpus's data preparation function (run on the main process only).
+    prepare_kwargs : builds ``prepare``'s keyword arguments from the loaded hparams.
+    """
+    from upcycle_se.brain import UpCycleBrain
+    from upcycle_se.data.pipeline import dataio_prep
+
+    try:
+        hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+        hparams = load_hparams(hparams_file, overrides)
+        validate_hparams(hparams)
+        sb.utils.distributed.ddp_init_group(run_opts)
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"],
+            hyperparams_to_save=hparams_file,
+            overrides=overrides,
+        )
+        sb.utils.distributed.run_on_main(prepare, kwargs=prepare_kwargs(hparams))
+        datasets = dataio_prep(hparams)
+
+        brain = UpCycleBrain(
+            modules=hparams["modules"], hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"]
+        )
+        brain.fit(
+            brain.hparams.epoch_counter,
+            train_set=datasets["train"],
+            valid_set=datasets["valid"],
+            train_loader_kwargs=hparams["train_dataloader_opts"],
+            valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        )
+        brain.evaluate(datasets["test"], max_key="pesq", test_loader_kwargs=hparams["test_dataloader_opts"])
+    except UserError as err:
+        logger.error(str(err))
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
