@@ -1,0 +1,120 @@
+"""The VoiceBankDEMAND recipe end to end on the tiny corpus, in the style of SpeechBrain's tests/recipes.
+
+Each run is ``python train.py hparams/upcycle_small.yaml --data_folder=<tiny corpus> ...`` in a subprocess,
+exactly as a user runs it, shrunk to seconds: 0.5 s crops, batch 2, 2 epochs.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoiceBankDEMAND"
+FAST = ["--crop_samples=8000", "--batch_size=2", "--n_jobs=1", "--num_workers=0", "--device=cpu",
+        "--valid_metrics=[pesq]", "--n_enhanced_to_save=2"]
+
+
+def _train(corpus: Path, out: Path, *extra: str, epochs=(1, 1), wait=True, timeout=600):
+    cmd = [sys.executable, "train.py", "hparams/upcycle_small.yaml", f"--data_folder={corpus}",
+           f"--output_folder={out}", f"--prep_folder={out.parent / 'prep'}",
+           f"--n_epochs={epochs[0]}", f"--n_epochs_decay={epochs[1]}", *FAST, *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=RECIPE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _epoch_stats(train_log: Path):
+    """``{epoch: {"train loss": float, ...}}`` parsed from SpeechBrain's FileTrainLogger lines."""
+    stats = {}
+    for line in train_log.read_text().splitlines():
+        m = re.match(r"epoch: (\d+), lr: [^ ]+ - (.*)", line)
+        if m:
+            fields = dict(re.findall(r"(train [a-z_]+|valid [a-z_]+): ([-0-9.e+]+)", m.group(2)))
+            stats[int(m.group(1))] = {k: float(v) for k, v in fields.items()}
+    return stats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["shuffle", "paired"])
+def test_recipe_trains_and_tests(tiny_corpus, tmp_path, mode):
+    extra = [f"--unpaired={mode}"] + (["--loss_type=l1gan"] if mode == "paired" else [])
+    out = tmp_path / mode
+    run = _train(tiny_corpus, out, *extra)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    stats = _epoch_stats(out / "train_log.txt")
+    assert sorted(stats) == [1, 2]
+    assert {"train g_adv", "train cycle", "train identity", "train d_adv", "valid pesq", "valid noisy_pesq"} \
+        <= set(stats[1])
+    if mode == "paired":
+        assert "train supervised" in stats[1]
+    # the generator objective goes down from epoch 1 to epoch 2
+    assert stats[2]["train loss"] < stats[1]["train loss"]
+
+    ckpts = list((out / "save").glob("CKPT+*"))
+    assert ckpts and all((c / "gen_n2c.ckpt").is_file() and (c / "g_optimizer.ckpt").is_file() for c in ckpts)
+    assert (out / "save" / "model_config.json").is_file()
+    assert list((out / "tensorboard").rglob("events.out.tfevents*")), "no TensorBoard log"
+
+    with open(out / "test_metrics_enhanced.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6  # the tiny corpus's test files, whole
+    assert {"pesq", "stoi", "csig", "cbak", "covl", "ssnr"} <= set(rows[0])
+    assert (out / "test_summary.md").read_text().count("|") > 10
+    wavs = sorted((out / "enhanced_test_wavs").glob("*.wav"))
+    assert len(wavs) == 2
+    for wav in wavs:  # whole files, same length as the noisy input
+        noisy = tiny_corpus / "noisy_testset_wav" / wav.name
+        assert sf.info(str(wav)).frames == sf.info(str(noisy)).frames
+
+
+def test_bad_override_is_one_clear_line(tiny_corpus, tmp_path):
+    run = _train(tiny_corpus, tmp_path / "bad", "--lr=-1")
+    assert run.returncode == 2
+    assert "lr=-1" in run.stderr and "Traceback" not in run.stderr
+    run = _train(tiny_corpus, tmp_path / "bad2", "--no_such_key=3")
+    assert run.returncode == 2 and "no_such_key" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_missing_data_folder_is_one_clear_line(tmp_path):
+    run = _train(tmp_path / "nowhere", tmp_path / "out")
+    assert run.returncode == 2
+    assert "nowhere" in run.stderr and "Traceback" not in run.stderr
+    assert not list((tmp_path / "out").glob("save/CKPT+*"))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_continues_from_last_checkpoint(tiny_corpus, tmp_path):
+    out = tmp_path / "resume"
+    proc = _train(tiny_corpus, out, epochs=(3, 0), wait=False)
+    deadline = time.time() + 300
+    try:  # kill -9 as soon as the first end-of-epoch checkpoint is complete
+        while time.time() < deadline and not list((out / "save").glob("CKPT+*/CKPT.yaml")):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    ckpt_meta = list((out / "save").glob("CKPT+*/CKPT.yaml"))
+    assert ckpt_meta, "no checkpoint was written before the deadline"
+    last_epoch = max(int(re.search(r"^epoch: (\d+)", m.read_text(), re.M).group(1)) for m in ckpt_meta)
+    assert last_epoch < 3
+    lines_before = len((out / "train_log.txt").read_text().splitlines())
+
+    run = _train(tiny_corpus, out, epochs=(3, 0))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    new_lines = "\n".join((out / "train_log.txt").read_text().splitlines()[lines_before:])
+    resumed = [int(e) for e in re.findall(r"^epoch: (\d+)", new_lines, re.M)]
+    # the rerun continued after the last complete checkpoint instead of starting over
+    assert resumed == list(range(last_epoch + 1, 4)), resumed
+    assert "Loading a checkpoint" in run.stdout + run.stderr
