@@ -95,6 +95,7 @@ def write_audio_atomic(path: PathLike, sig: Union[torch.Tensor, np.ndarray], sam
         arr = np.clip(arr, -1.0, 1.0)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
     try:
         sf.write(tmp, arr, sample_rate, subtype=subtype, format=_format_for(path))
         os.replace(tmp, path)
@@ -109,6 +110,12 @@ def list_audio_files(folder: PathLike) -> list:
     if not folder.is_dir():
         raise AudioError(f"{folder}: no such folder")
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _format_for(path: Path) -> str:

@@ -1,0 +1,202 @@
+"""`upcycle-se enhance` and `upcycle-se export`: outputs, skip/overwrite, atomic writes, one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from upcycle_se.cli import main
+
+CONSOLE_SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "upcycle-se"
+
+
+def tone(seconds: float, sr: int, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    sig = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.02 * np.random.default_rng(0).standard_normal(t.size)
+    return np.repeat(sig[:, None], channels, axis=1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A model folder exported through the CLI from a fake recipe save folder (random small generator)."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from upcycle_se.models import UpCycleGenerator
+
+    root = tmp_path_factory.mktemp("recipe")
+    torch.manual_seed(0)
+    gen = UpCycleGenerator.from_preset("small")
+    Checkpointer(root / "save", {"gen_n2c": gen}).save_checkpoint(meta={"pesq": 1.7})
+    (root / "save" / "model_config.json").write_text(json.dumps({"gen_n2c": gen.config, "sample_rate": 16000}))
+    out = tmp_path_factory.mktemp("models") / "small"
+    assert main(["export", "--checkpoint", str(root / "save"), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def noisy(tmp_path) -> Path:
+    """``noisy/``: a.wav (16 kHz mono int16), sub/b.flac (44.1 kHz stereo), sub/deeper/c.wav (8 kHz float),
+    plus files that are not inputs: notes.txt and a hidden leftover .part."""
+    root = tmp_path / "noisy"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    sf.write(root / "a.wav", tone(0.4, 16000), 16000, subtype="PCM_16")
+    sf.write(root / "sub" / "b.flac", tone(0.3, 44100, 2), 44100, subtype="PCM_16")
+    sf.write(root / "sub" / "deeper" / "c.wav", tone(0.25, 8000), 8000, subtype="FLOAT")
+    (root / "notes.txt").write_text("not audio")
+    (root / "sub" / ".b.x1y2.part").write_bytes(b"half a file")
+    return root
+
+
+def enhance(*args: str) -> int:
+    return main(["enhance", *map(str, args)])
+
+
+def error_lines(err: str) -> list:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_folder_is_enhanced_recursively_keeping_rate_channels_length(noisy, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert enhance(noisy, "-o", out, "--model", model_dir, "--batch-size", "2", "--chunk-seconds", "0.2",
+                   "--overlap-seconds", "0.05") == 0
+    captured = capsys.readouterr()
+    assert "3 done, 0 skipped, 0 failed" in captured.out and captured.err == ""
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    assert files == ["a.wav", "sub", "sub/b.flac", "sub/deeper", "sub/deeper/c.wav"]
+    for rel in ("a.wav", "sub/b.flac", "sub/deeper/c.wav"):
+        a, b = sf.info(noisy / rel), sf.info(out / rel)
+        assert (b.samplerate, b.channels, b.frames, b.format, b.subtype) == \
+               (a.samplerate, a.channels, a.frames, a.format, a.subtype)
+
+
+def test_skip_existing_overwrite_and_leftover_part_files(noisy, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / ".a.k3j4h5.part").write_bytes(b"RIFF half-written by a killed run")  # not an output
+    assert enhance(noisy / "a.wav", noisy / "sub", "-o", out, "--model", model_dir) == 0
+    assert "3 done, 0 skipped" in capsys.readouterr().out  # a.wav, sub/b.flac, sub/deeper/c.wav
+    inode = (out / "a.wav").stat().st_ino
+    assert enhance(noisy / "a.wav", noisy / "sub", "-o", out, "--model", model_dir) == 0
+    assert "0 done, 3 skipped (output exists" in capsys.readouterr().out
+    assert (out / "a.wav").stat().st_ino == inode
+    assert enhance(noisy / "a.wav", "-o", out, "--model", model_dir, "--overwrite") == 0
+    assert "1 done, 0 skipped" in capsys.readouterr().out
+    assert (out / "a.wav").stat().st_ino != inode  # replaced by rename, never rewritten in place
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".part")) == [".a.k3j4h5.part"]
+
+
+def test_nothing_to_do_needs_no_model(noisy, tmp_path, capsys, monkeypatch):
+    import upcycle_se.inference as inference
+
+    out = tmp_path / "out"
+    out.mkdir()
+    sf.write(out / "a.wav", tone(0.1, 16000), 16000)
+    monkeypatch.setattr(inference, "default_model_dir", lambda: tmp_path / "no_model")
+    assert enhance(noisy / "a.wav", "-o", out) == 0  # skipped: the missing model is never needed
+    assert "0 done, 1 skipped" in capsys.readouterr().out
+
+
+def test_missing_packaged_model_is_one_clear_line(noisy, tmp_path, capsys, monkeypatch):
+    import upcycle_se.inference as inference
+
+    monkeypatch.setattr(inference, "default_model_dir", lambda: tmp_path / "pretrained" / "small")
+    assert enhance(noisy / "a.wav", "-o", tmp_path / "out") == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "packaged model is missing" in lines[0] and "upcycle-se export" in lines[0]
+
+
+@pytest.mark.parametrize("case", ["missing file", "zero-byte file", "empty audio", "corrupt header",
+                                  "folder without audio", "missing model folder"])
+def test_bad_input_gives_one_error_line_and_nonzero_exit(case, model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.wav"
+    model = model_dir
+    if case == "zero-byte file":
+        bad.write_bytes(b"")
+    elif case == "empty audio":
+        sf.write(bad, np.zeros(0, np.float32), 16000)
+    elif case == "corrupt header":
+        bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(64))
+    elif case == "folder without audio":
+        bad = tmp_path / "docs"
+        bad.mkdir()
+        (bad / "readme.txt").write_text("no audio here")
+    elif case == "missing model folder":
+        sf.write(bad, tone(0.1, 16000), 16000)
+        model = tmp_path / "no_such_model"
+    code = enhance(bad, "-o", tmp_path / "out", "--model", model)
+    captured = capsys.readouterr()
+    lines = error_lines(captured.err)
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("upcycle-se enhance:"), captured.err
+    assert (str(model) if case == "missing model folder" else str(bad)) in lines[0]
+    out = tmp_path / "out"
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]  # nothing half-written
+
+
+def test_a_bad_file_is_counted_and_the_run_goes_on(noisy, model_dir, tmp_path, capsys):
+    (noisy / "sub" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
+    out = tmp_path / "out"
+    assert enhance(noisy, tmp_path / "missing.flac", "-o", out, "--model", model_dir) == 1
+    captured = capsys.readouterr()
+    assert "3 done, 0 skipped, 2 failed" in captured.out
+    lines = error_lines(captured.err)
+    assert len(lines) == 2 and any("missing.flac: no such file" in x for x in lines)
+    assert any("broken.wav: cannot be read as audio" in x for x in lines)
+    assert sorted(p.name for p in out.rglob("*.*")) == ["a.wav", "b.flac", "c.wav"]
+
+
+def test_downmix_and_output_guards(noisy, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert enhance(noisy / "sub" / "b.flac", "-o", out, "--model", model_dir, "--channels", "downmix") == 0
+    assert sf.info(out / "b.flac").channels == 1
+    capsys.readouterr()
+    # Writing into the input folder would replace the inputs: refused, nothing written.
+    assert enhance(noisy / "a.wav", "-o", noisy, "--model", model_dir) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    # OUTDIR inside an input folder: earlier outputs are not picked up as inputs on a rerun.
+    inside = noisy / "enhanced"
+    assert enhance(noisy, "-o", inside, "--model", model_dir) == 0
+    assert "3 done" in capsys.readouterr().out
+    assert enhance(noisy, "-o", inside, "--model", model_dir) == 0
+    assert "0 done, 3 skipped" in capsys.readouterr().out
+    # Two inputs with the same output name: the second is reported, not silently dropped.
+    other = tmp_path / "other"
+    other.mkdir()
+    sf.write(other / "a.wav", tone(0.1, 16000), 16000)
+    assert enhance(noisy / "a.wav", other / "a.wav", "-o", tmp_path / "o2", "--model", model_dir) == 1
+    assert "same output name" in capsys.readouterr().err
+
+
+def test_bad_chunking_is_one_error_not_one_per_file(noisy, model_dir, tmp_path, capsys):
+    assert enhance(noisy, "-o", tmp_path / "out", "--model", model_dir, "--chunk-seconds", "1",
+                   "--overlap-seconds", "0.6") == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "at most half a chunk" in lines[0]
+
+
+def test_export_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
+    (tmp_path / "run" / "save").mkdir(parents=True)
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "m")]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 2 and "no such folder" in lines[0] and "no checkpoint found" in lines[1]
+    assert not (tmp_path / "m").exists()
+
+
+def test_console_script(noisy, model_dir, tmp_path):
+    (noisy / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    out = tmp_path / "out"
+    res = subprocess.run([str(CONSOLE_SCRIPT), "enhance", str(noisy / "a.wav"), str(noisy / "corrupt.wav"),
+                          "-o", str(out), "--model", str(model_dir)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 1
+    lines = error_lines(res.stderr)
+    assert len(lines) == 1 and "corrupt.wav: cannot be read as audio" in lines[0], res.stderr
+    assert "1 done, 0 skipped, 1 failed" in res.stdout
+    assert sf.info(out / "a.wav").frames == sf.info(noisy / "a.wav").frames

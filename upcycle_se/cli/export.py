@@ -1,0 +1,32 @@
+"""Export the best recipe checkpoint as a model folder for `upcycle-se enhance --model`.
+
+The folder holds only what inference needs: hyperparams.yaml (from hparams/inference.yaml, with the
+generator's settings from <save>/model_config.json) and generator.ckpt (the noisy->clean generator).
+The checkpoint with the highest --ckpt-key in its CKPT.yaml is chosen (pesq by default; unixtime picks the
+latest); a CKPT+* folder given directly is exported as it is. The folder is built beside --out, checked by
+loading and running it once, then renamed into place, so a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the ``export`` options."""
+    parser.add_argument("--checkpoint", required=True, metavar="FOLDER",
+                        help="recipe output folder, its save/ folder, or one save/CKPT+* folder")
+    parser.add_argument("--out", required=True, metavar="FOLDER", help="model folder to create")
+    parser.add_argument("--ckpt-key", default="pesq", metavar="KEY",
+                        help="CKPT.yaml value to maximise when choosing the checkpoint (default: pesq)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exports; prints the chosen checkpoint and the model folder."""
+    from upcycle_se.inference import export_model
+
+    info = export_model(args.checkpoint, args.out, ckpt_key=args.ckpt_key, overwrite=args.overwrite)
+    how = (f"{args.ckpt_key} = {info.checkpoint.meta[args.ckpt_key]}, best of {info.n_compared}"
+           if info.n_compared else "chosen by hand")
+    print(f"upcycle-se export: {info.checkpoint.path.name} ({how}) -> {info.folder}")
+    return 0

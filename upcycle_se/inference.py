@@ -1,0 +1,726 @@
+"""Enhancing recordings with a trained Up-Cycle-SENet generator, and exporting one from a recipe run.
+
+:class:`UpCycleEnhancement` is a SpeechBrain :class:`~speechbrain.inference.interfaces.Pretrained`
+interface loaded from a local *model folder*: ``hyperparams.yaml`` (made from the template
+``hparams/inference.yaml``) and ``generator.ckpt`` (the noisy->clean generator's state_dict).
+:func:`export_model` (``upcycle-se export``) makes that folder from the best checkpoint of a recipe run.
+
+Files of any rate, channel count and sample format are enhanced at 16 kHz and written back at their own
+rate, channel count, length and (where the format allows it) subtype. Long files are streamed in chunks
+cross-faded with raised-cosine ramps, so memory does not grow with the file's length.
+
+Python and command-line use
+---------------------------
+Python::
+
+    from upcycle_se.inference import UpCycleEnhancement
+
+    enhancer = UpCycleEnhancement.from_hparams(source="models/upcycle-small", run_opts={"device": "cpu"})
+    clean = enhancer.enhance_file("noisy.flac", output_filename="clean.flac")  # [time] at the file's rate
+    batch = enhancer.enhance_batch(noisy_16k)  # [batch, time] at 16 kHz -> [batch, time]
+
+Command line::
+
+    upcycle-se export --checkpoint results/upcycle/1986 --out models/upcycle-small   # best CKPT by PESQ
+    upcycle-se enhance noisy/ talk.mp3 -o enhanced/ --model models/upcycle-small
+    upcycle-se enhance meeting.wav -o enhanced/ --channels downmix --chunk-seconds 4 --device cuda
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import torchaudio.transforms as AT
+import yaml
+from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpoint, Checkpointer
+from speechbrain.utils.fetching import FetchConfig, FetchFrom, FetchSource, LocalStrategy
+
+from upcycle_se.audio import read_audio, resample_audio
+from upcycle_se.errors import AudioError, ConfigError, UserError
+
+PathLike = Union[str, os.PathLike]
+
+#: Files every model folder holds.
+HPARAMS_FILE = "hyperparams.yaml"
+GENERATOR_FILE = "generator.ckpt"
+#: ``each``: enhance every channel on its own; ``downmix``: average the channels, write mono.
+CHANNEL_MODES = ("each", "downmix")
+#: The recipe's checkpoint file of the noisy->clean generator, and the JSON that rebuilds it.
+RECIPE_GENERATOR = "gen_n2c"
+RECIPE_MODEL_CONFIG = "model_config.json"
+
+# The line of the template under which export writes the generator's constructor arguments.
+_GENERATOR_LINE = "generator: !new:upcycle_se.models.UpCycleGenerator"
+# Prefixes DDP / torch.compile wrappers add to state_dict keys.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Extensions soundfile does not map to a format by upper-casing them.
+_EXTENSION_FORMATS = {"aif": "AIFF", "oga": "OGG", "opus": "OGG"}
+
+
+def default_model_dir() -> Path:
+    """The packaged pretrained model folder (``upcycle_se/pretrained/small``); it may not exist."""
+    return Path(__file__).resolve().parent / "pretrained" / "small"
+
+
+# --------------------------------------------------------------------------------------------- chunking
+class ChunkPlan:
+    """Where the chunks of a ``total``-sample signal start, and their cross-fade windows.
+
+    Chunks are ``length`` samples long; consecutive ones overlap by ``ramp`` samples, except the last,
+    which is moved back to end exactly at ``total`` (so no chunk needs padding) and may overlap more.
+    Window ``k`` rises over its first ``ramp`` samples (unless it starts the signal) and falls over its
+    last ``ramp`` (unless it ends it); the rise is ``sin^2`` sampled at half-sample offsets, so it is
+    never exactly 0 and a rise plus the matching fall is exactly 1. Dividing the overlap-added output by
+    the overlap-added windows makes the weights sum to 1 everywhere, irregular last overlap included.
+    """
+
+    def __init__(self, total: int, length: int, ramp: int, starts: Sequence[int]):
+        self.total, self.length, self.ramp, self.starts = total, length, ramp, tuple(starts)
+        rise = torch.sin(0.5 * math.pi * (torch.arange(ramp, dtype=torch.float64) + 0.5) / max(ramp, 1)) ** 2
+        self._rise = rise.float()
+        self._windows: Dict[Tuple[bool, bool], torch.Tensor] = {}
+
+    def window(self, index: int) -> torch.Tensor:
+        """Cross-fade window of chunk ``index``: ``[length]`` float32."""
+        start = self.starts[index]
+        key = (start > 0, start + self.length < self.total)
+        if key not in self._windows:
+            win = torch.ones(self.length)
+            if self.ramp and key[0]:
+                win[: self.ramp] = self._rise
+            if self.ramp and key[1]:
+                win[-self.ramp:] = self._rise.flip(0)
+            self._windows[key] = win
+        return self._windows[key]
+
+
+def check_chunking(chunk_seconds: float, overlap_seconds: float) -> None:
+    """Raises ConfigError unless ``chunk_seconds >= 0`` (0: whole signal) and ``0 <= overlap <= chunk / 2``."""
+    if not (math.isfinite(chunk_seconds) and chunk_seconds >= 0):
+        raise ConfigError(f"chunk seconds must be >= 0 (0 = whole file), got {chunk_seconds}")
+    if not (math.isfinite(overlap_seconds) and overlap_seconds >= 0):
+        raise ConfigError(f"overlap seconds must be >= 0, got {overlap_seconds}")
+    if chunk_seconds > 0 and 2 * overlap_seconds > chunk_seconds:
+        raise ConfigError(f"overlap ({overlap_seconds} s) must be at most half a chunk ({chunk_seconds} s)")
+
+
+def plan_chunks(total: int, sample_rate: int, chunk_seconds: float, overlap_seconds: float,
+                model_rate: int = 16000) -> ChunkPlan:
+    """Splits ``total`` samples at ``sample_rate`` into cross-faded chunks (see :class:`ChunkPlan`).
+
+    ``chunk_seconds`` 0 means one chunk for the whole signal. Chunk lengths are rounded to whole
+    periods of the ``sample_rate``/``model_rate`` ratio (e.g. 441 samples at 44.1 kHz), so a chunk
+    resampled to the model's rate and back has exactly its own length.
+    """
+    if total < 1:
+        raise ValueError("cannot plan chunks for an empty signal")
+    check_chunking(chunk_seconds, overlap_seconds)
+    period = sample_rate // math.gcd(sample_rate, model_rate)
+    length = total if chunk_seconds == 0 else max(period, round(chunk_seconds * sample_rate / period) * period)
+    if length >= total:
+        return ChunkPlan(total, total, 0, [0])
+    ramp = min(int(round(overlap_seconds * sample_rate)), length // 2)
+    step = length - ramp
+    return ChunkPlan(total, length, ramp, list(range(0, total - length, step)) + [total - length])
+
+
+# ---------------------------------------------------------------------------------- sources and sinks
+class _FileSource:
+    """Reads an audio file sequentially as float32 ``[channels, n]`` blocks, checking every block."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if not path.exists():
+            raise AudioError(f"{path}: no such file")
+        if path.is_dir():
+            raise AudioError(f"{path}: is a folder, not an audio file")
+        try:
+            self._file = sf.SoundFile(str(path))
+        except Exception as err:  # soundfile raises several types for corrupt headers
+            raise AudioError(f"{path}: cannot be read as audio ({_one_line(err)})") from None
+        self.sample_rate, self.channels, self.frames = self._file.samplerate, self._file.channels, self._file.frames
+        self.format, self.subtype = self._file.format, self._file.subtype
+        if self.frames <= 0:
+            self.close()
+            raise AudioError(f"{path}: empty audio (0 samples)")
+
+    def read(self, n: int) -> torch.Tensor:
+        """The next ``n`` samples: ``[channels, n]`` float32 (int formats scaled to [-1, 1])."""
+        try:
+            data = self._file.read(n, dtype="float32", always_2d=True)
+        except Exception as err:
+            raise AudioError(f"{self.path}: cannot be read as audio ({_one_line(err)})") from None
+        if data.shape[0] < n:
+            raise AudioError(f"{self.path}: ends early (header says {self.frames} samples, "
+                             f"only {self._file.tell()} readable)")
+        if not np.isfinite(data).all():
+            raise AudioError(f"{self.path}: contains NaN or infinite samples")
+        return torch.from_numpy(np.ascontiguousarray(data.T))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _TensorSource:
+    """An in-memory ``[channels, time]`` signal behind the same interface as :class:`_FileSource`."""
+
+    def __init__(self, sig: torch.Tensor, sample_rate: int):
+        self.sig, self.sample_rate = sig, int(sample_rate)
+        self.channels, self.frames = sig.shape
+        self._pos = 0
+
+    def read(self, n: int) -> torch.Tensor:
+        block = self.sig[:, self._pos: self._pos + n]
+        self._pos += n
+        return block
+
+    def close(self) -> None:
+        pass
+
+
+class _AtomicWriter:
+    """Streams ``[channels, n]`` blocks to a hidden ``.<stem>.*.part`` file beside ``path``.
+
+    :meth:`commit` renames it over ``path``; :meth:`abort` deletes it: ``path`` is never half-written.
+    """
+
+    def __init__(self, path: Path, sample_rate: int, channels: int, fmt: str, subtype: str):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        # Float samples beyond [-1, 1] wrap around in integer formats; clip everything not stored as float.
+        self._clip = subtype not in ("FLOAT", "DOUBLE")
+        try:
+            self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=channels, format=fmt,
+                                      subtype=subtype)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+
+    def __call__(self, block: torch.Tensor) -> None:
+        arr = block.numpy().T
+        self._file.write(np.clip(arr, -1.0, 1.0) if self._clip else arr)
+
+    def commit(self) -> None:
+        self._file.close()
+        # mkstemp makes the file 0600; give the output the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+def output_format(path: Path, in_format: Optional[str] = None, in_subtype: Optional[str] = None,
+                  in_suffix: Optional[str] = None) -> Tuple[str, str]:
+    """(format, subtype) soundfile writes ``path`` with: the input's when the extension is the input's and
+    the format can store its subtype, else the extension's format with its default subtype."""
+    ext = path.suffix.lower().lstrip(".")
+    if in_format and in_suffix is not None and ext == in_suffix.lower().lstrip("."):
+        fmt = in_format
+    else:
+        fmt = _EXTENSION_FORMATS.get(ext, ext.upper())
+    if fmt not in sf.available_formats():
+        raise AudioError(f"{path}: cannot write audio with extension '{path.suffix or '(none)'}'")
+    subtype = in_subtype if in_subtype and sf.check_format(fmt, in_subtype) else sf.default_subtype(fmt)
+    return fmt, subtype
+
+
+# ------------------------------------------------------------------------------------------ interface
+class UpCycleEnhancement(Pretrained):
+    """Up-Cycle-SENet speech enhancement (noisy -> clean generator) as a SpeechBrain pretrained model.
+
+    Load a model folder (see :func:`export_model`) with ``UpCycleEnhancement.from_hparams(source=folder)``,
+    which reads local files only and never asks HuggingFace. Needed: module ``generator`` (waveform
+    ``[batch, time]`` -> ``[batch, time]`` at ``sample_rate``) and hparam ``sample_rate``; optional
+    defaults ``chunk_seconds``, ``overlap_seconds``, ``batch_size`` (chunks per forward pass).
+
+    Example
+    -------
+    >>> enhancer = UpCycleEnhancement.from_hparams(source="models/upcycle-small")  # doctest: +SKIP
+    >>> enhanced = enhancer.enhance_file("noisy.wav", output_filename="enhanced.wav")  # doctest: +SKIP
+    """
+
+    MODULES_NEEDED = ["generator"]
+    HPARAMS_NEEDED = ["sample_rate"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "generator" not in self.mods or self.mods["generator"] is None:
+            raise ConfigError("the model's hyperparams define no 'generator' module")
+        self.sample_rate = int(self.hparams.sample_rate)
+        if self.sample_rate <= 0:
+            raise ConfigError(f"the model's sample_rate must be positive, got {self.hparams.sample_rate}")
+        self.chunk_seconds = float(getattr(self.hparams, "chunk_seconds", 4.0))
+        self.overlap_seconds = float(getattr(self.hparams, "overlap_seconds", 0.5))
+        self.batch_size = int(getattr(self.hparams, "batch_size", 4))
+        self._resamplers: Dict[Tuple[int, int], torch.nn.Module] = {}
+
+    @classmethod
+    def from_hparams(cls, source: PathLike, hparams_file: str = HPARAMS_FILE, savedir: Optional[PathLike] = None,
+                     **kwargs) -> "UpCycleEnhancement":
+        """Loads a local model folder, with no network access.
+
+        Arguments
+        ---------
+        source : the model folder (``hyperparams.yaml`` + ``generator.ckpt``); a path, never a hub id.
+        hparams_file : the hyperparameters file in it.
+        savedir : where SpeechBrain links the files (symlinks); None reads them in place, writing nothing.
+        **kwargs : for :func:`speechbrain.inference.interfaces.pretrained_from_hparams`, e.g.
+            ``run_opts={"device": "cuda"}``, ``overrides={"chunk_seconds": 8}``.
+
+        Raises
+        ------
+        UserError: the folder or one of its files is missing; ConfigError: it does not load.
+        """
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such model folder (make one with `upcycle-se export`)")
+        missing = [name for name in (hparams_file, GENERATOR_FILE) if not (folder / name).is_file()]
+        if missing:
+            raise UserError(f"{folder}: not a model folder, missing {' and '.join(missing)} "
+                            "(make one with `upcycle-se export`)")
+        # A FetchSource marked LOCAL keeps SpeechBrain's fetch from ever reading the path as a hub id;
+        # overwrite re-links savedir so it never serves files from an older export.
+        kwargs.setdefault("local_strategy", LocalStrategy.SYMLINK)
+        kwargs.setdefault("fetch_config", FetchConfig(allow_network=False, overwrite=True))
+        try:
+            return super().from_hparams(source=FetchSource(FetchFrom.LOCAL, str(folder.resolve())),
+                                        hparams_file=hparams_file, savedir=savedir, **kwargs)
+        except UserError:
+            raise
+        except Exception as err:
+            raise ConfigError(f"{folder}: cannot load the model ({type(err).__name__}: {_one_line(err)})") from err
+
+    # ------------------------------------------------------------------------------- model rate
+    def enhance_batch(self, noisy: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Enhances a batch at the model's rate in one pass (no chunking).
+
+        Arguments
+        ---------
+        noisy : ``[batch, time]`` waveforms at ``self.sample_rate``.
+        lengths : ``[batch]`` relative lengths (SpeechBrain convention); each signal is then enhanced on
+            its own valid part, so padding never leaks into it, and the padding comes back as zeros.
+
+        Returns
+        -------
+        ``[batch, time]`` enhanced waveforms on ``self.device``.
+        """
+        if noisy.dim() != 2:
+            raise ValueError(f"enhance_batch expects [batch, time], got shape {tuple(noisy.shape)}")
+        noisy = noisy.to(self.device, torch.float32)
+        n = noisy.shape[1]
+        if lengths is None:
+            return self._generate(noisy)
+        abs_lens = (lengths.float().cpu() * n).round().long().clamp(1, n).tolist()
+        if all(k == n for k in abs_lens):
+            return self._generate(noisy)
+        out = torch.zeros_like(noisy)
+        for i, k in enumerate(abs_lens):
+            out[i, :k] = self._generate(noisy[i: i + 1, :k])[0]
+        return out
+
+    def forward(self, noisy: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Same as :meth:`enhance_batch`."""
+        return self.enhance_batch(noisy, lengths)
+
+    def load_audio(self, path: PathLike, savedir: Optional[PathLike] = None) -> torch.Tensor:
+        """Reads a local file as the model's input: ``[time]`` mono (channels averaged) at
+        ``self.sample_rate`` on ``self.device``, via soundfile (SpeechBrain's loader needs torchcodec)."""
+        del savedir  # local files only
+        sig, sr = read_audio(path, allow_multichannel=True)
+        return resample_audio(sig.mean(dim=0), sr, self.sample_rate).to(self.device)
+
+    # ---------------------------------------------------------------------------------- any rate
+    def enhance_signal(self, signal: Union[torch.Tensor, np.ndarray], sample_rate: int, *,
+                       channels: str = "each", chunk_seconds: Optional[float] = None,
+                       overlap_seconds: Optional[float] = None, batch_size: Optional[int] = None) -> torch.Tensor:
+        """Enhances an in-memory signal at any rate (chunked, see :meth:`enhance_to_file`).
+
+        Arguments
+        ---------
+        signal : ``[time]`` or ``[channels, time]`` float waveform at ``sample_rate``.
+
+        Returns
+        -------
+        float32 CPU tensor at ``sample_rate``, same length: ``[time]`` for ``[time]`` input, else
+        ``[channels, time]`` (``[1, time]`` with ``channels="downmix"``).
+        """
+        sig = torch.as_tensor(signal, dtype=torch.float32).detach().cpu()
+        if sig.dim() not in (1, 2) or sig.shape[-1] == 0:
+            raise ValueError(f"expected a non-empty [time] or [channels, time] signal, got {tuple(sig.shape)}")
+        blocks: List[torch.Tensor] = []
+        self._run(_TensorSource(sig if sig.dim() == 2 else sig[None], sample_rate), blocks.append,
+                  channels, chunk_seconds, overlap_seconds, batch_size)
+        out = torch.cat(blocks, dim=1)
+        return out[0] if sig.dim() == 1 else out
+
+    def enhance_file(self, filename: PathLike, output_filename: Optional[PathLike] = None, *,
+                     channels: str = "each", chunk_seconds: Optional[float] = None,
+                     overlap_seconds: Optional[float] = None, batch_size: Optional[int] = None) -> torch.Tensor:
+        """Enhances an audio file (any soundfile format, rate, channel count), like SpeechBrain's.
+
+        Arguments
+        ---------
+        filename : the noisy file.
+        output_filename : if given, the enhanced audio is also written there, atomically, at the input's
+            rate and channel count, in the extension's format (the input's subtype where it fits).
+        channels : ``each`` (enhance every channel) or ``downmix`` (average them first; mono result).
+        chunk_seconds, overlap_seconds, batch_size : chunking (defaults from the model's hparams;
+            ``chunk_seconds=0`` enhances the whole file at once).
+
+        Returns
+        -------
+        float32 CPU tensor at the file's rate, same length: ``[time]`` for mono files and downmix,
+        ``[channels, time]`` otherwise. Use :meth:`enhance_to_file` for long files: it keeps nothing.
+        """
+        blocks: List[torch.Tensor] = []
+        self._file_to_sinks(Path(filename), output_filename, blocks.append, channels, chunk_seconds,
+                            overlap_seconds, batch_size)
+        out = torch.cat(blocks, dim=1)
+        return out[0] if out.shape[0] == 1 else out
+
+    def enhance_to_file(self, filename: PathLike, output_filename: PathLike, *, channels: str = "each",
+                        chunk_seconds: Optional[float] = None, overlap_seconds: Optional[float] = None,
+                        batch_size: Optional[int] = None) -> Path:
+        """Enhances ``filename`` into ``output_filename`` streaming, in memory independent of its length.
+
+        Same arguments as :meth:`enhance_file`. The output is written to a hidden ``.part`` file in the
+        output folder and renamed into place when complete. Returns the output path.
+
+        Raises
+        ------
+        AudioError: the input is missing, unreadable, empty, truncated or non-finite, or the output
+        extension is not a format soundfile writes.
+        """
+        out = Path(output_filename)
+        self._file_to_sinks(Path(filename), out, None, channels, chunk_seconds, overlap_seconds, batch_size)
+        return out
+
+    # ------------------------------------------------------------------------------- internals
+    def _file_to_sinks(self, path: Path, output: Optional[PathLike], collect: Optional[Callable], channels: str,
+                       chunk_seconds: Optional[float], overlap_seconds: Optional[float],
+                       batch_size: Optional[int]) -> None:
+        """Streams ``path`` through the model into a writer for ``output`` and/or ``collect``."""
+        if channels not in CHANNEL_MODES:
+            raise ConfigError(f"channels must be one of {', '.join(CHANNEL_MODES)}, got {channels!r}")
+        source = _FileSource(path)
+        writer = None
+        try:
+            if output is not None:
+                out = Path(output)
+                fmt, subtype = output_format(out, source.format, source.subtype, path.suffix)
+                writer = _AtomicWriter(out, source.sample_rate, source.channels if channels == "each" else 1,
+                                       fmt, subtype)
+
+            def sink(block: torch.Tensor) -> None:
+                if writer is not None:
+                    writer(block)
+                if collect is not None:
+                    collect(block)
+
+            self._run(source, sink, channels, chunk_seconds, overlap_seconds, batch_size)
+            if writer is not None:
+                writer.commit()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        finally:
+            source.close()
+
+    def _run(self, source, sink: Callable[[torch.Tensor], None], channels: str,
+             chunk_seconds: Optional[float], overlap_seconds: Optional[float], batch_size: Optional[int]) -> None:
+        """Chunked overlap-add enhancement of ``source`` at its own rate.
+
+        Each chunk is resampled to the model's rate, enhanced, resampled back and windowed; ``sink``
+        receives the finished output in order as ``[out_channels, n]`` float32 CPU blocks. Memory holds
+        one batch of chunks (``batch_size`` x channels x chunk length), whatever the source's length.
+        """
+        if channels not in CHANNEL_MODES:
+            raise ConfigError(f"channels must be one of {', '.join(CHANNEL_MODES)}, got {channels!r}")
+        batch_size = int(self.batch_size if batch_size is None else batch_size)
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        sr, total = int(source.sample_rate), int(source.frames)
+        plan = plan_chunks(total, sr, self.chunk_seconds if chunk_seconds is None else float(chunk_seconds),
+                           self.overlap_seconds if overlap_seconds is None else float(overlap_seconds),
+                           self.sample_rate)
+        n_out, length, starts = (source.channels if channels == "each" else 1), plan.length, plan.starts
+        inbuf, in_start = torch.zeros(source.channels, 0), 0  # input not yet consumed, from sample in_start
+        acc, wsum, acc_start = torch.zeros(n_out, 0), torch.zeros(0), 0  # output not yet final
+        for first in range(0, len(starts), batch_size):
+            group = starts[first: first + batch_size]
+            end = group[-1] + length
+            need = end - (in_start + inbuf.shape[1])
+            if need > 0:
+                inbuf = torch.cat([inbuf, source.read(need)], dim=1)
+            x = torch.stack([inbuf[:, s - in_start: s - in_start + length] for s in group])  # [n, C, L]
+            x = x.reshape(-1, length) if channels == "each" else x.mean(dim=1)
+            y = self._enhance_at_rate(x, sr).reshape(len(group), n_out, length)
+            grow = end - (acc_start + acc.shape[1])
+            acc = torch.cat([acc, torch.zeros(n_out, grow)], dim=1)
+            wsum = torch.cat([wsum, torch.zeros(grow)])
+            for k, start in enumerate(group):
+                win, off = plan.window(first + k), start - acc_start
+                acc[:, off: off + length] += y[k] * win
+                wsum[off: off + length] += win
+            # No later chunk starts before `final`: everything up to it is finished.
+            final = starts[first + batch_size] if first + batch_size < len(starts) else total
+            done = final - acc_start
+            sink(acc[:, :done] / wsum[:done])
+            acc, wsum, acc_start = acc[:, done:].clone(), wsum[done:].clone(), final
+            inbuf, in_start = inbuf[:, final - in_start:].clone(), final
+
+    def _enhance_at_rate(self, x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """``[n, L]`` at ``sample_rate`` -> resample -> generator -> resample back -> ``[n, L]`` on CPU."""
+        length = x.shape[-1]
+        x = x.to(self.device)
+        if sample_rate != self.sample_rate:
+            x = self._resampler(sample_rate, self.sample_rate)(x)
+        y = self._generate(x)
+        if sample_rate != self.sample_rate:
+            y = self._resampler(self.sample_rate, sample_rate)(y)
+        # Exact for chunks of whole resampling periods; a short, odd-length signal comes back a sample long.
+        y = y[..., :length] if y.shape[-1] >= length else F.pad(y, (0, length - y.shape[-1]))
+        return y.float().cpu()
+
+    def _generate(self, wav: torch.Tensor) -> torch.Tensor:
+        """Runs the generator on ``[n, T]`` at the model rate -> ``[n, T]`` float32."""
+        with torch.no_grad(), self.inference_ctx:
+            out = self.mods.generator(wav)
+        if isinstance(out, (tuple, list)):  # tolerate forward_with_spec-style (wav, spec) returns
+            out = out[0]
+        if out.shape != wav.shape:
+            raise ConfigError(f"the generator returned shape {tuple(out.shape)} for input {tuple(wav.shape)}")
+        return out.float()
+
+    def _resampler(self, orig: int, new: int) -> torch.nn.Module:
+        """Cached sinc resampler (same filter as :func:`upcycle_se.audio.resample_audio`)."""
+        key = (orig, new)
+        if key not in self._resamplers:
+            self._resamplers[key] = AT.Resample(orig, new).to(self.device)
+        return self._resamplers[key]
+
+
+def load_state_dict_strict(module: torch.nn.Module, path: PathLike) -> None:
+    """Pretrainer hook: loads a state_dict into ``module``, all keys and shapes matching.
+
+    SpeechBrain's default transfer is non-strict (a mismatch only logs warnings); for inference a
+    half-loaded generator is an error. Keys of DDP / torch.compile wrappers are unwrapped.
+    """
+    state = _unwrap_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+                 (("missing", missing), ("unexpected", unexpected), ("with another shape", mismatched)) if v]
+        raise ConfigError(f"{path}: does not fit the generator in {HPARAMS_FILE}: " + ", ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def _unwrap_state_dict(state) -> Dict[str, torch.Tensor]:
+    if not isinstance(state, dict):
+        raise ConfigError(f"expected a state_dict, found a {type(state).__name__}")
+    out = {}
+    for key, value in state.items():
+        for prefix in _WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------- export
+def find_best_checkpoint(checkpoint: PathLike, ckpt_key: str = "pesq"):
+    """Finds the recipe checkpoint with the highest ``ckpt_key`` in its ``CKPT.yaml``.
+
+    Arguments
+    ---------
+    checkpoint : a recipe output folder (holding ``save/``), its ``save/`` folder, or one ``CKPT+*`` folder.
+    ckpt_key : the ``CKPT.yaml`` value to maximise (``unixtime`` picks the latest).
+
+    Returns
+    -------
+    (checkpoint, save_folder, n_compared): a SpeechBrain ``Checkpoint`` (path, meta, paramfiles) holding
+    ``gen_n2c.ckpt``, the folder holding ``model_config.json``, and how many were compared (0 when
+    ``checkpoint`` is itself a ``CKPT+*`` folder, exported whatever it scored).
+    """
+    path = Path(checkpoint).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{path}: no such folder (give the recipe's output folder or its save/ folder)")
+    if path.name.startswith(CKPT_PREFIX) and (path / METAFNAME).is_file():
+        save_dir, only = path.parent, path
+    else:
+        save_dir, only = (path / "save" if (path / "save").is_dir() else path), None
+    ckpts = [c for c in Checkpointer(save_dir).list_checkpoints() if only is None or c.path == only]
+    if not ckpts:
+        raise UserError(f"{save_dir}: no checkpoint found (no CKPT+*/CKPT.yaml); train the recipe first")
+    ckpts = [c for c in ckpts if RECIPE_GENERATOR in c.paramfiles]
+    if not ckpts:
+        raise UserError(f"{only or save_dir}: no {RECIPE_GENERATOR}.ckpt (the noisy->clean generator) "
+                        "in its checkpoints")
+    if only is not None:  # a checkpoint chosen by hand is exported whatever it scored
+        return ckpts[0], save_dir, 0
+    scored = [c for c in ckpts if _finite_number(c.meta.get(ckpt_key))]
+    if not scored:
+        keys = sorted({k for c in ckpts for k, v in c.meta.items() if _finite_number(v)})
+        raise UserError(f"{save_dir}: no checkpoint records a numeric '{ckpt_key}' "
+                        f"(recorded: {', '.join(keys) or 'nothing'}); choose one with --ckpt-key")
+    # Highest key first; the most recent wins a tie.
+    best = max(scored, key=lambda c: (float(c.meta[ckpt_key]), float(c.meta.get("unixtime", 0.0))))
+    return best, save_dir, len(scored)
+
+
+def read_model_config(save_dir: PathLike) -> Tuple[dict, int]:
+    """``(generator kwargs, sample_rate)`` from the recipe's ``<save>/model_config.json``."""
+    path = Path(save_dir) / RECIPE_MODEL_CONFIG
+    if not path.is_file():
+        raise UserError(f"{path}: missing (the recipe writes it when training starts; it rebuilds the generator)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        gen, sample_rate = config[RECIPE_GENERATOR], int(config.get("sample_rate", 16000))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a valid model config ({type(err).__name__}: {_one_line(err)})") from None
+    if not isinstance(gen, dict) or sample_rate <= 0:
+        raise ConfigError(f"{path}: '{RECIPE_GENERATOR}' must be a dict of UpCycleGenerator arguments "
+                          "and sample_rate positive")
+    return gen, sample_rate
+
+
+def render_hparams(template: str, generator_config: dict, sample_rate: int, header: Sequence[str] = ()) -> str:
+    """The model folder's ``hyperparams.yaml``: ``template`` with the generator's kwargs written under its
+    ``generator: !new:upcycle_se.models.UpCycleGenerator`` line, ``sample_rate`` set and ``header``
+    comment lines on top."""
+    lines = template.splitlines()
+    at = [i for i, line in enumerate(lines) if line.rstrip() == _GENERATOR_LINE]
+    if len(at) != 1 or (at[0] + 1 < len(lines) and lines[at[0] + 1][:1] in (" ", "\t")):
+        raise ConfigError(f"the inference template needs exactly one bare '{_GENERATOR_LINE}' line")
+    kwargs = yaml.safe_dump(dict(generator_config), default_flow_style=False, sort_keys=False) \
+        if generator_config else ""
+    lines[at[0] + 1: at[0] + 1] = ["    " + line for line in kwargs.splitlines()]
+    text, count = re.subn(r"^sample_rate:.*$", f"sample_rate: {int(sample_rate)}", "\n".join(lines) + "\n",
+                          flags=re.MULTILINE)
+    if count != 1:
+        raise ConfigError("the inference template needs exactly one top-level 'sample_rate:' line")
+    return "".join(f"# {line}".rstrip() + "\n" for line in header) + text
+
+
+def template_path() -> Path:
+    """The model folder template: ``upcycle_se/hparams/inference.yaml`` if packaged, else the repo's
+    ``hparams/inference.yaml``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "hparams" / "inference.yaml", here.parent / "hparams" / "inference.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("the inference template hparams/inference.yaml is not installed with upcycle_se")
+
+
+class ExportInfo(NamedTuple):
+    """What :func:`export_model` made: the model ``folder``, the SpeechBrain ``checkpoint`` it came from,
+    and how many checkpoints were compared by the key (0: a ``CKPT+*`` folder given directly)."""
+
+    folder: Path
+    checkpoint: Checkpoint
+    n_compared: int
+
+
+def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: str = "pesq", overwrite: bool = False) -> ExportInfo:
+    """Turns the best recipe checkpoint into a model folder for :class:`UpCycleEnhancement`.
+
+    The folder holds only ``hyperparams.yaml`` (the template, the generator's kwargs from
+    ``model_config.json``, provenance comments) and ``generator.ckpt`` (the ``gen_n2c`` state_dict). It is
+    built in a hidden temporary folder beside ``out``, loaded and run once as a check, then renamed to
+    ``out``: an interrupted or failed export leaves nothing under ``out``.
+
+    Arguments
+    ---------
+    checkpoint : recipe output folder, its ``save/`` folder, or one ``CKPT+*`` folder.
+    out : the model folder to create.
+    ckpt_key : ``CKPT.yaml`` value to maximise when choosing the checkpoint.
+    overwrite : replace an existing non-empty ``out``.
+
+    Returns
+    -------
+    :class:`ExportInfo` (folder, checkpoint, n_compared).
+    """
+    ckpt, save_dir, n_scored = find_best_checkpoint(checkpoint, ckpt_key)
+    gen_config, sample_rate = read_model_config(save_dir)
+    out = Path(out).expanduser().absolute()
+    if out == save_dir.absolute() or out in save_dir.absolute().parents:
+        raise UserError(f"{out}: the export folder must not contain the checkpoints it exports")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out}: already exists (use --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    score = (f"{ckpt_key} = {ckpt.meta[ckpt_key]}, best of {n_scored} checkpoint(s) by {ckpt_key}"
+             if n_scored else "checkpoint chosen by hand")
+    header = [f"Exported by `upcycle-se export` from {_safe_comment(ckpt.path)}", f"({score}).", ""]
+    text = render_hparams(template_path().read_text(encoding="utf-8"), gen_config, sample_rate, header)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    try:
+        (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
+        state = _unwrap_state_dict(torch.load(str(ckpt.paramfiles[RECIPE_GENERATOR]), map_location="cpu",
+                                              weights_only=True))
+        torch.save(state, tmp / GENERATOR_FILE)
+        _check_model_folder(tmp, sample_rate)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportInfo(out, ckpt, n_scored)
+
+
+def _check_model_folder(folder: Path, sample_rate: int) -> None:
+    """Loads a model folder on the CPU and enhances 0.1 s of noise: the export is usable."""
+    enhancer = UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": "cpu"})
+    noise = 0.01 * torch.randn(1, sample_rate // 10, generator=torch.Generator().manual_seed(0))
+    out = enhancer.enhance_batch(noise)
+    if out.shape != noise.shape or not torch.isfinite(out).all():
+        raise ConfigError(f"the exported generator gives a bad output (shape {tuple(out.shape)}, "
+                          f"finite: {bool(torch.isfinite(out).all())})")
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _safe_comment(value) -> str:
+    return str(value).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
