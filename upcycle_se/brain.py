@@ -14,9 +14,11 @@ Validation scores whole files with PESQ and STOI (:class:`upcycle_se.metrics.Qua
 best checkpoint by validation PESQ; the test set is only scored, never used for selection. The test
 stage writes a per-file metrics CSV, a noisy-vs-enhanced summary table and a few enhanced wavs.
 
-A step whose loss is not finite is skipped (no parameter is touched), counted and logged; after
-``nonfinite_patience`` such steps in a row training stops with :class:`TrainingDivergedError`, before any
-checkpoint of a poisoned model can be written.
+A step whose loss or gradient norm is not finite is skipped (no parameter is touched), counted and
+logged; after ``nonfinite_patience`` such steps in a row training stops with :class:`TrainingDivergedError`,
+before any checkpoint of a poisoned model can be written. Checkpoint folders left incomplete by a run killed
+while saving are set aside before recovery (:mod:`upcycle_se.checkpoints`), so a rerun resumes from the
+last complete one.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from upcycle_se.audio import write_audio_atomic
+from upcycle_se.checkpoints import set_aside_incomplete_checkpoints
 from upcycle_se.errors import UserError
 from upcycle_se.losses import AdversarialLoss, LossConfig, spectral_l1, waveform_l1
 from upcycle_se.lr_policy import EpochLRPolicy
@@ -79,6 +82,21 @@ class UpCycleBrain(sb.Brain):
         tmp.write_text(json.dumps(config, indent=2))
         os.replace(tmp, path)
 
+    def _wrap_distributed(self):
+        """SpeechBrain's DDP wrapping, except on CPU (gloo), where SyncBatchNorm cannot run.
+
+        SpeechBrain converts every BatchNorm to SyncBatchNorm before wrapping, which raises on CPU
+        modules; on CPU each process keeps its own batch statistics and DDP still averages gradients.
+        """
+        if self.distributed_launch and self.device_type == "cpu":
+            for name, module in self.modules.items():
+                if any(p.requires_grad for p in module.parameters()):
+                    self.modules[name] = torch.nn.parallel.DistributedDataParallel(
+                        module, find_unused_parameters=self.find_unused_parameters
+                    )
+            return
+        super()._wrap_distributed()
+
     def init_optimizers(self):
         """One optimizer for both generators, one for both discriminators, each checkpointed."""
         gens = [self.modules["gen_n2c"]] + ([self.modules["gen_c2n"]] if self.loss_cfg.cycle else [])
@@ -91,6 +109,8 @@ class UpCycleBrain(sb.Brain):
         if self.checkpointer is not None:
             for name, opt in self.optimizers_dict.items():
                 self.checkpointer.add_recoverable(name, opt)
+            # on_fit_start recovers right after this: never from a checkpoint a kill left half-written.
+            sb.utils.distributed.run_on_main(set_aside_incomplete_checkpoints, args=[self.checkpointer])
 
     # ------------------------------------------------------------------ forward
     def compute_forward(self, batch, stage):
@@ -117,11 +137,17 @@ class UpCycleBrain(sb.Brain):
 
     # ------------------------------------------------------------------ training step
     def fit_batch(self, batch):
-        """One generator update then one discriminator update; returns the generator loss."""
+        """One generator update then one discriminator update; returns the generator loss.
+
+        A step with a non-finite loss or gradient norm is skipped (:meth:`_finite_or_skip`): no update,
+        and the buffers its forward passes changed (BatchNorm statistics) are put back.
+        """
         batch = batch.to(self.device)
         noisy, noisy_lens = batch.noisy_sig
         clean, clean_lens = batch.clean_sig
         cfg, m = self.loss_cfg, self.modules
+        self._step_nonfinite = False
+        self._step_buffers = self._buffers()  # put back if the step is skipped
 
         with self.training_ctx:
             g_loss, terms, fake_clean, fake_noisy = self._generator_loss(noisy, clean, noisy_lens, clean_lens)
@@ -129,7 +155,7 @@ class UpCycleBrain(sb.Brain):
             return g_loss.detach().cpu()
         self.g_optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(g_loss).backward()
-        self._clip_and_step(self.g_optimizer)
+        self._clip_and_step(self.g_optimizer, terms)
 
         if cfg.adversarial:
             with self.training_ctx:
@@ -142,13 +168,28 @@ class UpCycleBrain(sb.Brain):
             if self._finite_or_skip(d_loss, terms):
                 self.d_optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(d_loss).backward()
-                self._clip_and_step(self.d_optimizer)
+                self._clip_and_step(self.d_optimizer, terms)
         self.scaler.update()
+        if self._step_nonfinite:
+            return g_loss.detach().cpu()
+        self.nonfinite_in_a_row = 0
 
         for name, value in terms.items():
             self.epoch_terms[name] += float(value)
         self.epoch_terms_count += 1
         return g_loss.detach().cpu()
+
+    def _buffers(self):
+        """The modules' buffers (BatchNorm running statistics and counts) and a copy of their values."""
+        bufs = list(self.modules.buffers())
+        return bufs, [b.detach().clone() for b in bufs]
+
+    @torch.no_grad()
+    def _restore_buffers(self, saved):
+        """Puts back the buffers of a skipped step: the forward pass of a non-finite batch has already
+        averaged NaN into the BatchNorm running statistics, which would make every later evaluation NaN."""
+        for buf, old in zip(*saved):
+            buf.copy_(old)
 
     def _generator_loss(self, noisy, clean, noisy_lens, clean_lens):
         """The weighted generator objective and its terms (see :class:`LossConfig`)."""
@@ -183,20 +224,30 @@ class UpCycleBrain(sb.Brain):
         terms = {k: v.detach() for k, v in terms.items()}
         return total, terms, fake_clean, fake_noisy
 
-    def _clip_and_step(self, optimizer):
+    def _clip_and_step(self, optimizer, terms: Dict[str, torch.Tensor]):
+        """Clips the gradients and steps, unless their norm is not finite (clipping by a NaN norm would
+        turn every parameter into NaN): then the update is skipped like a non-finite loss."""
         self.scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        # With fp16 loss scaling, inf gradients are routine: the scaler skips those steps itself.
+        if not self.scaler.is_enabled() and not self._finite_or_skip(norm, {**terms, "grad_norm": norm}):
+            return
         self.scaler.step(optimizer)
         self.optimizer_step += 1
 
     def _finite_or_skip(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> bool:
-        """True if ``loss`` is finite; otherwise counts the skipped step and stops after too many in a row."""
+        """True if ``loss`` is finite; otherwise counts the step as skipped (once per batch) and stops
+        after ``nonfinite_patience`` such steps in a row. :meth:`fit_batch` resets the run of bad steps
+        when a whole step was finite."""
         if torch.isfinite(loss):
-            self.nonfinite_in_a_row = 0
             return True
-        self.nonfinite_in_a_row += 1
-        self.nonfinite_total += 1
+        if not getattr(self, "_step_nonfinite", False):
+            self._step_nonfinite = True
+            self.nonfinite_in_a_row += 1
+            self.nonfinite_total += 1
+        if getattr(self, "_step_buffers", None) is not None:
+            self._restore_buffers(self._step_buffers)
         bad = ", ".join(k for k, v in terms.items() if not torch.isfinite(v)) or "loss"
         logger.warning(f"non-finite {bad}: step skipped ({self.nonfinite_in_a_row} in a row, "
                        f"{self.nonfinite_total} this run)")
@@ -256,7 +307,9 @@ class UpCycleBrain(sb.Brain):
             stats.update({f"noisy_{k}": v for k, v in self.valid_noisy_summary.items()})
             meta = {"epoch": epoch, "lr": self.current_lr}
             self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stats)
-            if getattr(self.hparams, "tensorboard_logger", None) is not None and if_main_process():
+            # Called on every rank: SpeechBrain's loggers are main-process-only *collectives* (they
+            # broadcast their result), so calling them on rank 0 alone desynchronises DDP.
+            if getattr(self.hparams, "tensorboard_logger", None) is not None:
                 self.hparams.tensorboard_logger.log_stats(meta, self.train_stats, stats)
             self.checkpointer.save_and_keep_only(meta={**summary, "epoch": epoch}, max_keys=["pesq"])
         else:
@@ -297,4 +350,6 @@ class UpCycleBrain(sb.Brain):
         """Loads the best checkpoint (by ``max_key``) before the test stage; needs the loss config too."""
         if not hasattr(self, "loss_cfg"):
             self.loss_cfg = LossConfig.from_hparams(dict(self.hparams.loss))
+        if self.checkpointer is not None:
+            sb.utils.distributed.run_on_main(set_aside_incomplete_checkpoints, args=[self.checkpointer])
         super().on_evaluate_start(max_key=max_key, min_key=min_key)

@@ -9,6 +9,7 @@ import csv
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,3 +119,22 @@ def test_kill_and_resume_continues_from_last_checkpoint(tiny_corpus, tmp_path):
     # the rerun continued after the last complete checkpoint instead of starting over
     assert resumed == list(range(last_epoch + 1, 4)), resumed
     assert "Loading a checkpoint" in run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tiny_corpus, tmp_path):
+    """``torchrun --nproc_per_node=2`` with the gloo backend: SpeechBrain's DDP path end to end."""
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "train.py", "hparams/upcycle_small.yaml",
+           f"--data_folder={tiny_corpus}", f"--output_folder={out}", f"--prep_folder={tmp_path / 'prep'}",
+           "--n_epochs=1", "--n_epochs_decay=0", "--distributed_backend=gloo", *FAST]
+    run = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert sorted(_epoch_stats(out / "train_log.txt")) == [1]
+    assert len(list((out / "save").glob("CKPT+*/gen_n2c.ckpt"))) == 1
+    assert (out / "test_metrics_enhanced.csv").is_file()
