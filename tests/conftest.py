@@ -1,6 +1,7 @@
 """Shared pytest fixtures: tiny synthetic corpora in the VoiceBank-DEMAND layout, built once per session."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,30 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 #: Sizes of the 48 kHz fixture (smaller than the "tiny" preset: it only checks rates and names).
 TINY_48K = dict(n_train_speakers=2, n_test_speakers=1, utts_per_speaker=3, test_utts_per_speaker=2)
+
+
+def _forget_unloadable_modules() -> None:
+    """Drops lazy placeholder modules that raise ImportError when touched.
+
+    SpeechBrain registers lazy modules for optional integrations (k2, spacy, ...); hypothesis scans
+    ``sys.modules`` and touching one of those crashes the whole session with an INTERNALERROR.
+    """
+    for name, mod in list(sys.modules.items()):
+        try:
+            getattr(mod, "__file__", None)
+        except ImportError:
+            del sys.modules[name]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items) -> None:
+    _forget_unloadable_modules()
+
+
+@pytest.fixture(autouse=True)
+def _no_unloadable_modules():
+    _forget_unloadable_modules()
+    yield
 
 
 def pytest_configure(config: pytest.Config) -> None:
