@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_output", help="folder for everything the demo writes")
     parser.add_argument("--unpaired", default="shuffle", choices=["shuffle", "disjoint", "paired"],
                         help="training data pairing (paired also switches the loss to l1gan)")
-    parser.add_argument("--epochs", type=int, default=8, help="epochs at the full learning rate")
-    parser.add_argument("--decay-epochs", type=int, default=4, help="epochs of linear learning-rate decay")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs at the full learning rate")
+    parser.add_argument("--decay-epochs", type=int, default=2, help="epochs of linear learning-rate decay")
 
 
 def _recipe_dir() -> Path:
