@@ -1,0 +1,517 @@
+#!/usr/bin/env python3
+"""Quality benchmark: noisy input, classical enhancers and Up-Cycle-SENet variants on one unseen test set.
+
+Usage::
+
+    python benchmarks/quality.py --budget cpu [--work DIR]     # ~1 h on 2 CPU cores; rewrites RESULTS.md
+    python benchmarks/quality.py --budget gpu [--work DIR]     # paper preset; run where a GPU is lent
+    python benchmarks/quality.py --budget tiny --work DIR --results OUT.md   # seconds; used by the tests
+
+Steps (each one reused when its output already exists in ``--work``, so an interrupted run resumes):
+
+1. build the synthetic corpus (``upcycle_se.data.corpus.build_preset``, fixed seed) -- part of the benchmark;
+2. prepare the manifests (``prepare_voicebank``) and, for the CPU/tiny budgets, the per-epoch training and
+   validation subsets that make the budget fit (every training speaker kept, fewer utterances per epoch);
+3. score the noisy test input and the classical baselines (``benchmarks.baselines``) on every test file;
+4. train each Up-Cycle-SENet system with ``recipes/VoiceBankDEMAND/train.py`` in a subprocess (its test
+   stage scores the best-validation checkpoint on the same test files);
+5. write the table (mean ± 95 % CI over files, Student t) between the quality markers of the results file.
+
+The corpus is synthetic (flite / espeak-ng voices, generated noise): scores on it are never
+VoiceBank-DEMAND scores, and the results file says so.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "VoiceBankDEMAND"
+DEFAULT_RESULTS = REPO / "benchmarks" / "RESULTS.md"
+BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+METRICS = ("pesq", "stoi", "csig", "cbak", "covl", "ssnr")
+CORPUS_SEED = 0
+
+if str(REPO) not in sys.path:  # `python benchmarks/quality.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+
+@dataclass
+class System:
+    """One trained Up-Cycle-SENet variant: its name in the table and its train.py overrides."""
+
+    name: str
+    label: str
+    unpaired: str
+    loss_type: str
+    mask_type: str = "complex"
+
+
+@dataclass
+class Budget:
+    """Corpus preset, recipe hyperparameters and training sizes of one benchmark budget."""
+
+    name: str
+    preset: str
+    hparams: str
+    systems: List[str]
+    device: str = "cpu"
+    n_epochs: Optional[int] = None  # None: the hparams file's value
+    n_epochs_decay: Optional[int] = None
+    batch_size: Optional[int] = None
+    crop_samples: Optional[int] = None
+    lr: Optional[float] = None
+    train_utts_per_speaker: Optional[int] = None  # per-epoch training subset; None: every utterance
+    valid_utts_per_speaker: Optional[int] = None
+    equal_steps: bool = True  # scale epochs so every system gets the optimizer steps of a full-data system
+    parallel: int = 1  # trainings run side by side (one thread each on CPU)
+    threads: Optional[int] = None  # torch threads per training (OMP_NUM_THREADS)
+    extra: Dict[str, str] = field(default_factory=dict)
+
+
+SYSTEMS: Dict[str, System] = {s.name: s for s in (
+    System("unpaired_disjoint", "Up-Cycle-SENet, unpaired (disjoint halves), GAN", "disjoint", "gan"),
+    System("unpaired_shuffle", "Up-Cycle-SENet, unpaired (shuffled pairs), GAN", "shuffle", "gan"),
+    System("paired", "Up-Cycle-SENet, paired, L1+GAN", "paired", "l1gan"),
+    System("paired_magnitude", "Up-Cycle-SENet, paired, L1+GAN, magnitude mask (ablation)", "paired", "l1gan",
+           mask_type="magnitude"),
+)}
+
+BUDGETS: Dict[str, Budget] = {
+    # A 2-core CPU shared with other jobs: small generator, 0.5 s crops, batch 2, 3 epochs of a per-epoch
+    # subset of 8 utterances per training speaker (all 22 speakers), lr 1e-3 as in upcycle_small.yaml.
+    # One thread per training: on an oversubscribed machine two intra-op threads were ~3x slower per step.
+    "cpu": Budget("cpu", "benchmark", "hparams/upcycle_small.yaml", list(SYSTEMS), n_epochs=2, n_epochs_decay=1,
+                  batch_size=2, crop_samples=8000, lr=1e-3, train_utts_per_speaker=8, valid_utts_per_speaker=10,
+                  parallel=2, threads=1),
+    # The paper's configuration (hparams/upcycle.yaml: 9.3 M-parameter generator, 70 + 30 epochs, 2 s crops)
+    # on the full-size synthetic corpus. Run where a GPU is lent.
+    "gpu": Budget("gpu", "full", "hparams/upcycle.yaml", list(SYSTEMS), device="cuda:0"),
+    # Seconds: for the tests only (one system, one epoch, the tiny corpus).
+    "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
+                   batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,
+                   extra={"n_enhanced_to_save": "0", "valid_metrics": "[pesq]"}),
+}
+
+BASELINE_LABELS = {
+    "spectral_subtraction": "Spectral subtraction (Boll/Berouti, MCRA noise)",
+    "wiener": "Wiener filter (decision-directed, MCRA noise)",
+    "mmse_lsa": "MMSE-LSA (Ephraim-Malah, MCRA noise)",
+}
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def ci95(values: Sequence[float]) -> Dict[str, float]:
+    """Mean and half-width of the 95 % Student-t confidence interval of the mean (NaN values skipped)."""
+    from scipy.stats import t as student_t
+
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    n = int(x.size)
+    if n == 0:
+        return {"mean": math.nan, "ci": math.nan, "n": 0}
+    half = float(student_t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return {"mean": float(x.mean()), "ci": half, "n": n}
+
+
+def summarize(rows: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """``{file: {metric: value}}`` -> ``{metric: {"mean", "ci", "n"}}``."""
+    return {m: ci95([r[m] for r in rows.values()]) for m in METRICS}
+
+
+def read_metric_csv(path: Path) -> Dict[str, Dict[str, float]]:
+    """A per-file CSV (``file,<metric>...``) -> ``{file stem: {metric: value}}``."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return {Path(r["file"]).stem: {m: float(r[m]) for m in METRICS} for r in csv.DictReader(f)}
+
+
+# ------------------------------------------------------------------------------------------ steps
+def build_corpus(work: Path, preset: str, log) -> Dict:
+    """Builds (or reuses, when identical) the synthetic corpus of ``preset`` under ``work/corpus``."""
+    from upcycle_se.data.corpus import build_preset
+
+    t0 = time.perf_counter()
+    info = build_preset(work / "corpus", preset, seed=CORPUS_SEED, sample_rate=16000, naming="vb", progress=False)
+    log(f"corpus {preset}: {info['train']['utterances']} train / {info['test']['utterances']} test files "
+        f"({'reused' if info.get('reused') else 'built'} in {time.perf_counter() - t0:.1f} s)")
+    return info
+
+
+def prepare(work: Path, budget: Budget, log) -> Path:
+    """Prepares the manifests; returns the prep folder train.py should use.
+
+    Where the budget trains on a per-epoch subset, the returned folder is a copy of ``prep/`` whose
+    ``train.json`` / ``valid.json`` keep the first ``k`` utterances of every speaker (``test.json`` unchanged)
+    and whose ``prepare_options.json`` matches, so train.py's own preparation finds it up to date and skips.
+    """
+    from upcycle_se.data.prepare import prepare_voicebank
+
+    prep = work / "prep"
+    prepare_voicebank(work / "corpus", prep, sample_rate=16000)
+    if budget.train_utts_per_speaker is None and budget.valid_utts_per_speaker is None:
+        return prep
+    sub = work / f"prep_{budget.name}"
+    sub.mkdir(parents=True, exist_ok=True)
+    for split, per_spk in (("train", budget.train_utts_per_speaker), ("valid", budget.valid_utts_per_speaker),
+                           ("test", None)):
+        entries = json.loads((prep / f"{split}.json").read_text())
+        kept, count = {}, {}
+        for uid in sorted(entries):  # the first utterances of each speaker: deterministic
+            spk = entries[uid]["spk"]
+            if per_spk is None or count.get(spk, 0) < per_spk:
+                kept[uid] = entries[uid]
+                count[spk] = count.get(spk, 0) + 1
+        (sub / f"{split}.json").write_text(json.dumps(kept, indent=2))
+        if per_spk is not None:
+            log(f"{split} subset: {len(kept)} of {len(entries)} utterances ({per_spk} per speaker, "
+                f"{len(count)} speakers)")
+    (sub / "prepare_options.json").write_text((prep / "prepare_options.json").read_text())  # written last
+    return sub
+
+
+def score_reference_systems(work: Path, names: Sequence[str], n_jobs: int, log) -> Dict[str, Dict]:
+    """Noisy input and classical baselines, scored on every test file; per-file rows and wall times."""
+    from benchmarks.baselines import BASELINES
+    from upcycle_se.audio import list_audio_files, load_mono, write_audio_atomic
+    from upcycle_se.metrics import evaluate_folders
+
+    clean_dir, noisy_dir = work / "corpus" / "clean_testset_wav", work / "corpus" / "noisy_testset_wav"
+    results: Dict[str, Dict] = {}
+    files = list_audio_files(noisy_dir)
+    for i, name in enumerate(names):
+        out_dir = work / "enhanced" / name
+        t0 = time.perf_counter()
+        done = out_dir.is_dir() and len(list_audio_files(out_dir)) == len(files)
+        if not done:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for path in files:
+                sig = load_mono(path, 16000).numpy().astype(np.float64)
+                enh = BASELINES[name](sig, 16000)
+                write_audio_atomic(out_dir / Path(path).name, np.clip(enh, -1.0, 1.0).astype(np.float32), 16000)
+        t_enh = time.perf_counter() - t0
+        cache = work / "enhanced" / f"{name}_scores.json"
+        if cache.is_file():
+            results[name], noisy_rows = json.loads(cache.read_text())
+        else:
+            ev = evaluate_folders(clean_dir, out_dir, noisy_dir if i == 0 else None, metrics=METRICS, n_jobs=n_jobs)
+            rows = {Path(f).stem: r for f, r in zip(ev.files, ev.enhanced)}
+            results[name] = {"rows": rows, "enhance_seconds": t_enh, "notes": ev.notes}
+            noisy_rows = {Path(f).stem: r for f, r in zip(ev.files, ev.noisy)} if i == 0 else None
+            cache.write_text(json.dumps([results[name], noisy_rows]))
+        rows = results[name]["rows"]
+        if i == 0:
+            results["noisy"] = {"rows": noisy_rows, "notes": []}
+        log(f"{name}: PESQ {summarize(rows)['pesq']['mean']:.3f} ({len(rows)} files, enhance {t_enh:.1f} s)")
+    return results
+
+
+def train_command(budget: Budget, system: System, work: Path, prep: Path) -> List[str]:
+    """The train.py command line of one system under one budget."""
+    out = work / "runs" / system.name
+    cmd = [sys.executable, "train.py", budget.hparams, f"--data_folder={work / 'corpus'}",
+           f"--output_folder={out}", f"--prep_folder={prep}", f"--unpaired={system.unpaired}",
+           f"--loss_type={system.loss_type}", f"--mask_type={system.mask_type}", f"--device={budget.device}",
+           "--n_jobs=2"]
+    scale = _epoch_scale(budget, system, work, prep)
+    for key in ("n_epochs", "n_epochs_decay", "batch_size", "crop_samples", "lr"):
+        value = getattr(budget, key)
+        if key in ("n_epochs", "n_epochs_decay") and scale != 1:
+            value = (_hparam(budget, key) if value is None else value) * scale
+        if value is not None:
+            cmd.append(f"--{key}={value}")
+    cmd += [f"--{k}={v}" for k, v in budget.extra.items()]
+    return cmd
+
+
+def train_system(budget: Budget, system: System, work: Path, prep: Path, log) -> Dict:
+    """Runs train.py for one system (skipped when its test metrics already exist); returns its record."""
+    out = work / "runs" / system.name
+    record_path = out / "benchmark_record.json"
+    if record_path.is_file() and (out / "test_metrics_enhanced.csv").is_file():
+        log(f"{system.name}: reusing {out}")
+        return json.loads(record_path.read_text())
+    cmd = train_command(budget, system, work, prep)
+    env = dict(os.environ)
+    if budget.threads:
+        env.update(OMP_NUM_THREADS=str(budget.threads), MKL_NUM_THREADS=str(budget.threads))
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"{system.name}: training ({shlex.join(cmd[1:])})")
+    t0 = time.perf_counter()
+    with open(out / "benchmark_stdout.log", "w") as fh:
+        rc = subprocess.run(cmd, cwd=RECIPE, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - t0
+    if rc != 0 or not (out / "test_metrics_enhanced.csv").is_file():
+        tail = (out / "benchmark_stdout.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{system.name}: train.py exited with {rc}; last output:\n{tail}")
+    n_train = len(json.loads((prep / "train.json").read_text()))
+    batch = budget.batch_size or _hparam(budget, "batch_size")
+    epochs = _epoch_scale(budget, system, work, prep) * (
+        (budget.n_epochs if budget.n_epochs is not None else _hparam(budget, "n_epochs"))
+        + (budget.n_epochs_decay if budget.n_epochs_decay is not None else _hparam(budget, "n_epochs_decay")))
+    record = {"name": system.name, "command": cmd[1:], "wall_seconds": wall, "epochs": epochs,
+              "steps": epochs * (_items_per_epoch(prep, system, work) // batch), "batch_size": batch,
+              "train_utterances": n_train,
+              "crop_samples": budget.crop_samples or _hparam(budget, "crop_samples"),
+              "best_epoch": _best_epoch(out)}
+    record_path.write_text(json.dumps(record, indent=2))
+    log(f"{system.name}: done in {wall / 60:.1f} min, {record['steps']} steps, best epoch {record['best_epoch']}")
+    return record
+
+
+def _epoch_scale(budget: Budget, system: System, work: Path, prep: Path) -> int:
+    """Epoch multiplier giving ``system`` as many optimizer steps as a full-data one (``disjoint``: 2)."""
+    if not budget.equal_steps:
+        return 1
+    full = _items_per_epoch(prep, SYSTEMS["paired"], work)
+    return max(1, round(full / _items_per_epoch(prep, system, work)))
+
+
+def _items_per_epoch(prep: Path, system: System, work: Path) -> int:
+    """Training items per epoch as the recipe's dataset sees them (``disjoint`` keeps one speaker half)."""
+    from upcycle_se.data.pipeline import make_train_dataset
+
+    data = make_train_dataset(prep / "train.json", work / "corpus", unpaired=system.unpaired, crop_samples=16000,
+                              seed=1234, save_folder=prep)
+    return len(data)
+
+
+def _hparam(budget: Budget, key: str):
+    """A plain value read from the budget's hparams file (top-level ``key: value`` line)."""
+    for line in (RECIPE / budget.hparams).read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(float(line.split(":", 1)[1].split("#")[0]))
+    raise KeyError(key)
+
+
+def _best_epoch(out: Path) -> Optional[int]:
+    """The epoch the test stage loaded (from train_log.txt's test line)."""
+    log = out / "train_log.txt"
+    if not log.is_file():
+        return None
+    for line in log.read_text().splitlines():
+        if line.startswith("Epoch loaded:"):
+            return int(line.split(":")[1].split("-")[0].strip())
+    return None
+
+
+# ------------------------------------------------------------------------------------------ report
+def machine_info() -> Dict[str, str]:
+    """CPU model, core count, OS, Python and torch versions of this machine."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "gpu": gpu, "os": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "load": f"{load:.1f}"}
+
+
+def _cell(s: Dict[str, float], digits: int = 2) -> str:
+    if not math.isfinite(s["mean"]):
+        return "n/a"
+    return f"{s['mean']:.{digits}f} ± {s['ci']:.{digits}f}" if math.isfinite(s["ci"]) else f"{s['mean']:.{digits}f}"
+
+
+def render(state: Dict, budget: Budget, command: str, analysis: str = "") -> str:
+    """The markdown of the quality section (between the markers); ``analysis`` goes under its own heading."""
+    m = state["machine"]
+    rows = state["rows"]
+    for key, row in rows.items():  # labels from the current registry (a state file may predate a rename)
+        row["label"] = SYSTEMS[key].label if key in SYSTEMS else BASELINE_LABELS.get(key, row["label"])
+    corpus = state["corpus"]
+    lines = [BEGIN, "## Quality", "",
+             f"**Corpus: synthetic** (`upcycle_se.data.corpus`, preset `{budget.preset}`, seed {CORPUS_SEED}; "
+             "flite / espeak-ng voices with per-speaker warps, generated noise). "
+             f"Train: {corpus['train']['speakers']} speakers, {corpus['train']['utterances']} files "
+             f"({corpus['train']['seconds'] / 60:.0f} min), noises {', '.join(corpus['noises']['train'])}, "
+             f"SNR {'/'.join(f'{x:g}' for x in corpus['snrs']['train'])} dB. "
+             f"Test: {corpus['test']['speakers']} unseen speakers, {corpus['test']['utterances']} files "
+             f"({corpus['test']['seconds'] / 60:.1f} min), unseen noises {', '.join(corpus['noises']['test'])}, "
+             f"SNR {'/'.join(f'{x:g}' for x in corpus['snrs']['test'])} dB. "
+             "**These are not VoiceBank-DEMAND scores** and cannot be compared with the paper's figures "
+             "(VoiceBank-DEMAND: noisy PESQ 1.97, Up-Cycle-SENet 2.86).", "",
+             f"Budget `{budget.name}`; finished {state['date']} on {m['cpu']}, {m['cores']} cores, GPU: {m['gpu']}, "
+             f"torch {m['torch']}, Python {m['python']} (machine shared with other jobs; load average "
+             f"{m['load']} at the start). Total wall time {state['total_minutes']:.1f} min "
+             + (f"(corpus reused from an identical earlier build in the work folder)." if corpus.get("reused")
+                else f"(corpus build {state['corpus_seconds']:.0f} s)."), "",
+             "Mean ± 95 % CI (Student t) over the test files; every row scored on the same "
+             f"{state['n_test']} files with `upcycle_se.metrics` (PESQ = wide-band P.862.2; SSNR in dB).", "",
+             "| System | PESQ | STOI | CSIG | CBAK | COVL | SSNR |", "|---|---|---|---|---|---|---|"]
+    for key, row in rows.items():
+        s = row["summary"]
+        cells = [_cell(s[k], 3 if k == "stoi" else 2) for k in METRICS]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    trained = [r for r in rows.values() if r.get("record")]
+    if trained:
+        subset = ("every training utterance" if budget.train_utts_per_speaker is None else
+                  f"the first {budget.train_utts_per_speaker} utterances of each training speaker")
+        valid = ("the held-out speakers' files" if budget.valid_utts_per_speaker is None else
+                 f"the first {budget.valid_utts_per_speaker} files of each held-out speaker")
+        lines += ["", "Training budget of the trained rows (all from this run, this corpus, "
+                  f"`{budget.hparams}`, device `{budget.device}`, lr {budget.lr or 'as in the file'}; "
+                  f"each epoch draws random crops from {subset}; validation on {valid}; the test row is the "
+                  "checkpoint with the best validation PESQ):", "",
+                  "| System | unpaired | loss | mask | epochs | optimizer steps (G and D each) | batch x crop "
+                  "| noisy files / epoch | best epoch | wall time (train + valid + test) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in trained:
+            rec, sysd = r["record"], SYSTEMS[r["name"]]
+            lines.append(f"| {sysd.label} | {sysd.unpaired} | {sysd.loss_type} | {sysd.mask_type} | {rec['epochs']} "
+                         f"| {rec['steps']} | {rec['batch_size']} x {rec['crop_samples'] / 16000:g} s "
+                         f"| {rec['steps'] // rec['epochs'] * rec['batch_size']} | {rec['best_epoch']} | {rec['wall_seconds'] / 60:.1f} min |")
+    lines += ["", "### Verdict", "", *verdict(rows), ""]
+    if analysis.strip():
+        lines += ["### Analysis", "", analysis.strip(), ""]
+    lines += ["### Reproduce", "", "```bash", command,
+              "```", "", "Each trained row runs (in `recipes/VoiceBankDEMAND`):", "", "```bash"]
+    lines += [shlex.join(["python", *r["record"]["command"]]).replace(str(REPO) + "/", "../../") for r in trained]
+    lines += ["```", "",
+              "`--budget gpu` (paper preset: `hparams/upcycle.yaml`, 70 + 30 epochs, 2 s crops, batch 4, the "
+              "`full` synthetic preset) is for a machine with a GPU; it has not been run here and no numbers "
+              "are reported for it.", END]
+    return "\n".join(lines) + "\n"
+
+
+def verdict(rows: Dict[str, Dict]) -> List[str]:
+    """Whether each trained system beats every reference on PESQ and COVL: per-file paired differences
+    (system minus reference, mean ± 95 % CI over the same files)."""
+    refs = [k for k in rows if not rows[k].get("record")]
+    out = []
+    for key, row in rows.items():
+        if not row.get("record"):
+            continue
+        parts = []
+        for metric in ("pesq", "covl"):
+            diffs, beats = [], True
+            for r in refs:
+                common = sorted(set(row["rows"]) & set(rows[r]["rows"]))
+                d = ci95([row["rows"][f][metric] - rows[r]["rows"][f][metric] for f in common])
+                beats &= d["mean"] > 0
+                diffs.append(f"vs {rows[r]['short']} {d['mean']:+.2f} ± {d['ci']:.2f}")
+            parts.append(f"{metric.upper()} {row['summary'][metric]['mean']:.2f}, "
+                         f"{'beats every reference' if beats else 'does not beat every reference'} ("
+                         + ", ".join(diffs) + ")")
+        out.append(f"- {row['label']}: " + "; ".join(parts) + ".")
+    return out
+
+
+def write_results(path: Path, section: str) -> None:
+    """Replaces the quality section of ``path`` (or appends it; creates the file when missing)."""
+    text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ main
+def run(budget_name: str, work: Path, results: Path, systems: Optional[Sequence[str]] = None,
+        baselines: Optional[Sequence[str]] = None, n_jobs: int = 2, command: str = "", analysis: str = "") -> Dict:
+    """Runs the whole benchmark for one budget; writes ``results`` and ``work/quality_state.json``."""
+    budget = BUDGETS[budget_name]
+    work = work.absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    logfile = open(work / "quality.log", "a")
+
+    def log(msg: str) -> None:
+        line = f"[{_dt.datetime.now():%H:%M:%S}] {msg}"
+        print(line, flush=True)
+        logfile.write(line + "\n")
+        logfile.flush()
+
+    t_start = time.perf_counter()
+    machine = machine_info()
+    t0 = time.perf_counter()
+    corpus = build_corpus(work, budget.preset, log)
+    corpus_seconds = time.perf_counter() - t0
+    prep = prepare(work, budget, log)
+    baselines = list(BASELINES_DEFAULT if baselines is None else baselines)
+    names = list(budget.systems if systems is None else systems)
+    with ThreadPoolExecutor(max_workers=max(1, budget.parallel)) as pool:
+        futures = {n: pool.submit(train_system, budget, SYSTEMS[n], work, prep, log) for n in names}
+        ref = score_reference_systems(work, baselines, n_jobs, log)  # while the systems train
+        records = {n: f.result() for n, f in futures.items()}
+
+    rows: Dict[str, Dict] = {"noisy": {"label": "Noisy input", "short": "noisy", "rows": ref["noisy"]["rows"]}}
+    for b in baselines:
+        rows[b] = {"label": BASELINE_LABELS[b], "short": b, "rows": ref[b]["rows"]}
+    test_ids = set(rows["noisy"]["rows"])
+    for n in names:
+        per_file = read_metric_csv(work / "runs" / n / "test_metrics_enhanced.csv")
+        if set(per_file) != test_ids:
+            raise RuntimeError(f"{n}: scored {len(per_file)} files, not the {len(test_ids)} test files")
+        rows[n] = {"label": SYSTEMS[n].label, "short": n, "rows": per_file, "record": records[n], "name": n}
+    for r in rows.values():
+        r["summary"] = summarize(r["rows"])
+    state = {"budget": asdict(budget), "machine": machine, "corpus": corpus, "corpus_seconds": corpus_seconds,
+             "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "n_test": len(test_ids), "command": command,
+             "total_minutes": (time.perf_counter() - t_start) / 60,
+             "rows": {k: {kk: vv for kk, vv in v.items()} for k, v in rows.items()}}
+    (work / "quality_state.json").write_text(json.dumps(state, indent=1, default=str))
+    write_results(results, render(state, budget, command, analysis))
+    log(f"wrote {results} (total {state['total_minutes']:.1f} min)")
+    logfile.close()
+    return state
+
+
+BASELINES_DEFAULT = ("spectral_subtraction", "wiener", "mmse_lsa")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default benchmarks/work/quality_<budget>)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file to update")
+    parser.add_argument("--systems", nargs="+", choices=sorted(SYSTEMS), default=None,
+                        help="trained systems (default: the budget's)")
+    parser.add_argument("--baselines", nargs="*", choices=BASELINES_DEFAULT, default=None)
+    parser.add_argument("--n-jobs", type=int, default=2, help="metric worker processes")
+    parser.add_argument("--analysis", type=Path, default=None,
+                        help="markdown file with a written analysis to include under the table")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the results section from WORK/quality_state.json without running anything")
+    args = parser.parse_args(argv)
+    work = (args.work or REPO / "benchmarks" / "work" / f"quality_{args.budget}").absolute()
+    analysis = args.analysis.read_text() if args.analysis else ""
+    if args.render_only:
+        state = json.loads((work / "quality_state.json").read_text())
+        write_results(args.results, render(state, BUDGETS[state["budget"]["name"]],
+                                          state.get("command", f"python benchmarks/quality.py --budget {args.budget}"),
+                                          analysis))
+        return 0
+    argv_run = [a for a in (sys.argv[1:] if argv is None else argv)]
+    command = shlex.join(["python", "benchmarks/quality.py", *argv_run])
+    run(args.budget, work, args.results, args.systems, args.baselines, args.n_jobs, command, analysis)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

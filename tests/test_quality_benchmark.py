@@ -1,0 +1,54 @@
+"""benchmarks/quality.py end to end on the tiny preset (baselines + one 1-epoch system), plus its helpers."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import quality  # noqa: E402
+
+
+def test_ci95_matches_student_t():
+    s = quality.ci95([1.0, 2.0, 3.0, float("nan")])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(2.0)
+    assert s["ci"] == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) * sd / sqrt(n)
+
+
+def test_write_results_replaces_only_the_quality_section(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text(f"# R\n\n{quality.BEGIN}\nold\n{quality.END}\n\n## Speed\nkeep me\n")
+    quality.write_results(path, f"{quality.BEGIN}\nnew\n{quality.END}\n")
+    text = path.read_text()
+    assert "new" in text and "old" not in text and "## Speed\nkeep me" in text
+    assert text.count(quality.BEGIN) == 1
+
+
+@pytest.mark.slow
+def test_tiny_budget_end_to_end(tmp_path):
+    pytest.importorskip("pesq")
+    from upcycle_se.data.speech import require_tools
+    from upcycle_se.errors import UserError
+
+    try:
+        require_tools()
+    except UserError as err:
+        pytest.skip(str(err))
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Speed\nuntouched\n")
+    state = quality.run("tiny", tmp_path / "work", results, n_jobs=1, command="python benchmarks/quality.py --budget tiny")
+
+    text = results.read_text()
+    assert "## Speed\nuntouched" in text and quality.BEGIN in text and quality.END in text
+    assert "not VoiceBank-DEMAND scores" in text
+    assert set(state["rows"]) == {"noisy", "spectral_subtraction", "wiener", "mmse_lsa", "paired"}
+    for row in state["rows"].values():  # every row scored on the same test files, finite means
+        assert set(row["rows"]) == set(state["rows"]["noisy"]["rows"])
+        assert all(math.isfinite(row["summary"][m]["mean"]) for m in ("pesq", "stoi", "covl"))
+    record = state["rows"]["paired"]["record"]
+    assert record["epochs"] == 1 and record["steps"] >= 1 and record["wall_seconds"] > 0
+    assert "| Up-Cycle-SENet, paired, L1+GAN |" in text
