@@ -43,10 +43,11 @@ import torch.nn.functional as F
 import torchaudio.transforms as AT
 import yaml
 from speechbrain.inference.interfaces import Pretrained
-from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpoint, Checkpointer
+from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpoint
 from speechbrain.utils.fetching import FetchConfig, FetchFrom, FetchSource, LocalStrategy
 
 from upcycle_se.audio import read_audio, resample_audio
+from upcycle_se.checkpoints import read_checkpoints
 from upcycle_se.errors import AudioError, ConfigError, UserError
 
 PathLike = Union[str, os.PathLike]
@@ -573,7 +574,15 @@ def find_best_checkpoint(checkpoint: PathLike, ckpt_key: str = "pesq"):
         save_dir, only = path.parent, path
     else:
         save_dir, only = (path / "save" if (path / "save").is_dir() else path), None
-    ckpts = [c for c in Checkpointer(save_dir).list_checkpoints() if only is None or c.path == only]
+    # CKPT.yaml (with its score) is written before the parameter files: a run killed while saving, or
+    # still saving, leaves a scored checkpoint with a truncated or missing file. Only complete ones count.
+    ckpts, problems = read_checkpoints(save_dir)
+    ckpts = [c for c in ckpts if only is None or c.path == only]
+    problems = {p: why for p, why in problems.items() if only is None or p == only}
+    if not ckpts and problems:
+        path, problem = next(iter(problems.items()))
+        raise UserError(f"{only or save_dir}: no complete checkpoint ({path.name}: {problem}; "
+                        "was training killed while saving?)")
     if not ckpts:
         raise UserError(f"{save_dir}: no checkpoint found (no CKPT+*/CKPT.yaml); train the recipe first")
     ckpts = [c for c in ckpts if RECIPE_GENERATOR in c.paramfiles]

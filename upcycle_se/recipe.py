@@ -16,6 +16,7 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
 from upcycle_se.errors import ConfigError, UserError
+from upcycle_se.metrics.signals import SAMPLE_RATE as METRIC_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +51,36 @@ def validate_hparams(hparams: dict) -> None:
         value = hparams.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise ConfigError(f"{key}={value!r}: must be an integer >= 0")
+    rate = hparams.get("sample_rate")
+    if rate is not None and rate != METRIC_RATE and (hparams.get("valid_metrics") or hparams.get("test_metrics")):
+        raise ConfigError(f"sample_rate={rate!r}: the validation and test metrics (wide-band PESQ, STOI, ...) are "
+                          f"defined at {METRIC_RATE} Hz only; keep sample_rate={METRIC_RATE} (the data is "
+                          "resampled to it)")
     unpaired = hparams.get("unpaired")
     if unpaired is not None and unpaired not in ("shuffle", "disjoint", "paired"):
         raise ConfigError(f"unpaired={unpaired!r}: must be one of shuffle, disjoint, paired")
     loss = hparams.get("loss", {})
     if loss.get("loss_type") in ("l1gan", "l1") and unpaired not in (None, "paired"):
         raise ConfigError(f"loss_type={loss.get('loss_type')} needs paired data: set unpaired=paired")
+
+
+def check_batches(n_train: int, loader_opts: dict) -> None:
+    """Raises ConfigError when an epoch would have no training batch (``drop_last`` with fewer training
+    items than ``batch_size``): every epoch would only validate, and training would run for nothing."""
+    batch_size = loader_opts.get("batch_size", 1)
+    if loader_opts.get("drop_last") and isinstance(batch_size, int) and n_train < batch_size:
+        raise ConfigError(f"batch_size={batch_size} is larger than the training set ({n_train} noisy file(s)); "
+                          "with drop_last no batch would ever be trained: lower batch_size")
+
+
+def one_line(err: UserError) -> str:
+    """The error's message on one line. A DataLoader worker re-raises an error in the main process with the
+    worker's traceback as its message; the original message is the traceback's last line."""
+    lines = str(err).strip().splitlines()
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        prefix = f"{type(err).__module__}.{type(err).__name__}: "
+        return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else lines[-1]
+    return " ".join(line.strip() for line in lines)
 
 
 def run_recipe(argv: List[str], prepare: Callable[..., None], prepare_kwargs: Callable[[dict], Dict]) -> int:
@@ -82,6 +107,7 @@ def run_recipe(argv: List[str], prepare: Callable[..., None], prepare_kwargs: Ca
         )
         sb.utils.distributed.run_on_main(prepare, kwargs=prepare_kwargs(hparams))
         datasets = dataio_prep(hparams)
+        check_batches(len(datasets["train"]), hparams.get("train_dataloader_opts") or {})
 
         brain = UpCycleBrain(
             modules=hparams["modules"], hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"]
@@ -95,7 +121,9 @@ def run_recipe(argv: List[str], prepare: Callable[..., None], prepare_kwargs: Ca
         )
         brain.evaluate(datasets["test"], max_key="pesq", test_loader_kwargs=hparams["test_dataloader_opts"])
     except UserError as err:
-        logger.error(str(err))
-        print(f"error: {err}", file=sys.stderr)
+        message = one_line(err)
+        if logger.hasHandlers():  # the experiment's log; before logging is set up it would repeat on stderr
+            logger.error(message)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0

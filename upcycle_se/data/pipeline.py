@@ -112,7 +112,9 @@ class CycleTrainDataset(DynamicItemDataset):
     name : shown in error messages (the manifest's path).
 
     Items: ``{"id", "noisy_sig": [crop_samples], "clean_sig": [crop_samples], "clean_id"}``.
-    Attributes ``noisy_speakers`` / ``clean_speakers``: the speakers each side draws from.
+    Attributes ``noisy_speakers`` / ``clean_speakers``: the speakers each side draws from; ``longest``:
+    ``{"noisy": (id, seconds), "clean": (id, seconds)}``, each side's longest file by the manifest's
+    ``length`` (None for a side whose entries have no ``length``).
     """
 
     def __init__(self, entries: Mapping[str, dict], *, unpaired: str = "shuffle",
@@ -144,6 +146,7 @@ class CycleTrainDataset(DynamicItemDataset):
         self.epoch: Optional[int] = None
         self.noisy_speakers = sorted({str(e.get("spk", "")) for e in noisy.values()})
         self.clean_speakers = sorted({str(e.get("spk", "")) for e in clean.values()})
+        self.longest = {side: _longest(group) for side, group in (("noisy", noisy), ("clean", clean))}
         self._clean_ids: List[str] = list(clean)
         self._clean_paths: List[str] = [clean[c]["clean_wav"] for c in self._clean_ids]
         # Position of each noisy item's own recording in the clean pool, excluded from "shuffle" draws.
@@ -267,11 +270,31 @@ def dataio_prep(hparams: Mapping) -> Dict[str, Optional[DynamicItemDataset]]:
     common = dict(data_root=hparams.get("data_folder"), sample_rate=sample_rate, save_folder=save_folder)
     train = make_train_dataset(annotation("train"), unpaired=str(hparams.get("unpaired", "shuffle")),
                                crop_samples=crop, seed=int(hparams.get("seed", DEFAULT_SEED)), **common)
+    check_crop_fits(train, annotation("train"))
     valid = make_eval_dataset(annotation("valid"), **common)
     test_path = annotation("test")
     test_optional = hparams.get("test_annotation") is None
     test = None if (test_optional and not test_path.is_file()) else make_eval_dataset(test_path, **common)
     return {"train": train, "valid": valid, "test": test}
+
+
+def check_crop_fits(train: CycleTrainDataset, name: PathLike = "training manifest") -> None:
+    """Raises ConfigError when the crop is longer than every file of a side of the training set.
+
+    Shorter files are zero-padded to the crop, which is fine for a few of them; a crop longer than the
+    longest file means every crop is partly padding: almost always a wrong ``crop_samples`` or
+    ``training_length`` (or ``sample_rate``), better stopped before the first epoch than after the last.
+    """
+    for side, longest in train.longest.items():
+        if longest is None:
+            continue
+        uid, seconds = longest
+        samples = int(round(seconds * train.sample_rate))
+        if train.crop_samples > samples:
+            raise ConfigError(
+                f"crop_samples={train.crop_samples} ({train.crop_samples / train.sample_rate:g} s) is longer than "
+                f"every {side} training file in {name}: the longest, {uid}, has {samples} samples "
+                f"({seconds:.2f} s); lower crop_samples (or training_length)")
 
 
 # ---------------------------------------------------------------------------------------------- internals
@@ -295,6 +318,16 @@ def _crop(sig: torch.Tensor, start: int, crop: int) -> torch.Tensor:
     if seg.shape[-1] < crop:
         seg = torch.nn.functional.pad(seg, (0, crop - seg.shape[-1]))
     return seg.contiguous()
+
+
+def _longest(entries: Mapping[str, dict]) -> Optional[Tuple[str, float]]:
+    """(id, seconds) of the longest entry by its ``length``; None if any entry lacks a usable one."""
+    try:
+        lengths = {uid: float(e["length"]) for uid, e in entries.items()}
+    except (KeyError, TypeError, ValueError):
+        return None
+    uid = max(lengths, key=lengths.get)
+    return uid, lengths[uid]
 
 
 def _pick_other(rng: np.random.Generator, n: int, own: Optional[int]) -> int:

@@ -343,6 +343,12 @@ def _plan_folder(folder: Path, files: Dict[str, Path], root: Path, save: Path, s
             plan.errors.append(str(err))
             continue
         if info.samplerate == sample_rate:
+            if info.subtype in ("FLOAT", "DOUBLE"):  # only float samples can be NaN/inf (resampled files
+                try:                                 # are read in full anyway)
+                    read_audio(src)
+                except AudioError as err:
+                    plan.errors.append(str(err))
+                    continue
             plan.ready[uid] = (_placeholder("data_root", src, root), int(info.frames))
         else:
             plan.todo.append((uid, src, rel, size, info.subtype))
