@@ -295,3 +295,30 @@ def test_macs_per_second_counts_convolutions_exactly():
     # 16000 samples, stride 2 -> 8000 outputs x 4 channels x 3 taps = 96,000 MACs per second.
     assert macs_per_second(Wave(), seconds=2.0) == 96_000
     assert count_parameters(Wave()) == 4 * 3 + 4
+
+
+def test_bf16_autocast_training_step_on_cpu():
+    """Mixed precision (``--precision=bf16``) forward + backward of both networks on CPU.
+
+    Run in a subprocess: the failure this guards against (bf16 channels-last convolution backward in
+    oneDNN) is a segmentation fault, which would take the whole test session down.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from upcycle_se.models import UpCycleGenerator, MultiScaleDiscriminator\n"
+        "g = UpCycleGenerator.from_preset('small'); d = MultiScaleDiscriminator.from_preset('small', n_scales=1)\n"
+        "x = torch.randn(2, 4000)\n"
+        "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "    y, spec = g(x, return_spec=True); score = d(y)[0]\n"
+        "loss = y.float().pow(2).mean() + score.float().mean()\n"
+        "loss.backward()\n"
+        "grads = [p.grad for p in g.parameters()]\n"
+        "assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)\n"
+        "print(y.shape[-1], spec.dtype)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["4000", "torch.float32"]

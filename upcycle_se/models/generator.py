@@ -26,12 +26,21 @@ eval-mode pass on 2 s of audio, batch 1, one thread of the 2-core development CP
 ============  ==========  ===============  ============
 preset        parameters  GMACs / s audio  forward, 2 s
 ============  ==========  ===============  ============
-``paper``     9,343,330   17.23            0.43 s
-``small``     127,634     1.13             0.056 s
+``paper``     9,343,330   17.01            0.33 s
+``small``     127,634     1.11             0.044 s
 ============  ==========  ===============  ============
 
-Most of the paper preset's cost is its three 256-channel residual blocks at 1/8 resolution. The
-``small`` preset (:data:`GENERATOR_PRESETS`) has channels 8, 8, 16, 32 and one bottom block.
+(Before the speed work of ``benchmarks/speed.py``: 17.23 / 1.13 GMACs/s and 0.43 / 0.056 s; the MACs
+dropped because the ASPP projection of the global-pool branch is now computed once per item instead of
+once per time-frequency bin.) Most of the paper preset's cost is its three 256-channel residual blocks
+at 1/8 resolution. The ``small`` preset (:data:`GENERATOR_PRESETS`) has channels 8, 8, 16, 32 and one
+bottom block.
+
+Inference speed (``benchmarks/RESULTS.md``): on CPU the U-Net runs on channels-last feature maps
+(:attr:`UpCycleGenerator.channels_last_on_cpu`), and in evaluation mode the layers of
+:mod:`upcycle_se.nnet.complex` fold batch norms into the preceding convolutions and apply activations in
+place when no gradient is recorded; :func:`upcycle_se.models.runtime.keep_freed_memory` is an opt-in
+process setting that removes the page faults of PyTorch's uncached CPU allocations.
 
 In mask mode the head's real bias starts at 1 (M ~ 1: near pass-through, not muting). Export with
 :func:`export_onnx` (dynamic batch and time; the STFT runs as real convolutions in the graph).
@@ -108,7 +117,9 @@ class _Up(nn.Module):
         self.res = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.res(complex_cat([self.up(x), skip]))
+        h = complex_cat([self.up(x), skip])
+        del x, skip  # the skip is dead once concatenated: free it before the blocks (peak memory)
+        return self.res(h)
 
 
 class UpCycleGenerator(nn.Module):
@@ -235,6 +246,11 @@ class UpCycleGenerator(nn.Module):
             # M ~ 0 muting everything, which gives the cycle and identity losses a useless start.
             nn.init.constant_(self.head.bias_real, 1.0)
 
+    #: Run the U-Net on channels-last (NHWC) feature maps when the input is on CPU, where oneDNN's
+    #: convolutions are 1.5-3x faster in that layout than channels-first (``benchmarks/speed.py``
+    #: measures the whole-model gain). Not used on GPU, nor while tracing for ONNX export.
+    channels_last_on_cpu: bool = True
+
     @property
     def config(self) -> Dict[str, Any]:
         """JSON-serialisable constructor kwargs: ``UpCycleGenerator(**gen.config)`` rebuilds the model."""
@@ -248,10 +264,18 @@ class UpCycleGenerator(nn.Module):
         return cls(**{**GENERATOR_PRESETS[name], **overrides})
 
     def estimate(self, spec: torch.Tensor) -> torch.Tensor:
-        """The U-Net alone: spectrum ``[batch, 2, freq, frames]`` -> raw head output M, same shape."""
+        """The U-Net alone: spectrum ``[batch, 2, freq, frames]`` -> raw head output M, same shape.
+
+        On CPU the feature maps are channels-last (see :attr:`channels_last_on_cpu`); the numbers are
+        the same either way (to float rounding).
+        """
         n_freq, n_frames = spec.shape[-2], spec.shape[-1]
         m = self.size_multiple
         x = F.pad(spec, (0, (-n_frames) % m, 0, (-n_freq) % m))
+        # Not under CPU autocast: bf16 channels-last convolution backward crashes this torch's oneDNN.
+        if (self.channels_last_on_cpu and x.device.type == "cpu" and not torch.jit.is_tracing()
+                and not torch.is_autocast_enabled("cpu")):
+            x = x.contiguous(memory_format=torch.channels_last)
         h = self.proj_res(self.proj(x))
         skips: List[torch.Tensor] = []
         for down in self.down:

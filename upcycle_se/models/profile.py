@@ -1,8 +1,9 @@
 """Model size and cost: parameter counts and multiply-accumulates (MACs) per second of audio.
 
 MACs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix
-products; a MAC is two FLOPs). FFTs and element-wise operations are not counted, as usual for
-MAC figures.
+products; a MAC is two FLOPs), extended to the direct oneDNN convolutions of
+:mod:`upcycle_se.nnet.complex`. FFTs and element-wise operations are not counted, as usual for MAC
+figures.
 
 Run ``python -m upcycle_se.models.profile`` to print the table of the generator and discriminator
 presets (parameters, GMACs per second of audio, eval-mode forward time on 2 s of audio).
@@ -16,9 +17,19 @@ from typing import Dict
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-__all__ = ["count_parameters", "macs_per_second", "forward_seconds", "profile_model"]
+__all__ = ["count_parameters", "flop_counter", "macs_per_second", "forward_seconds", "profile_model"]
+
+
+def _onednn_conv_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of ``aten.mkldnn_convolution`` (not in torch's FLOP registry), as for any convolution."""
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
+def flop_counter() -> FlopCounterMode:
+    """A silent :class:`FlopCounterMode` that also counts direct oneDNN convolutions."""
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mkldnn_convolution: _onednn_conv_flop})
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -36,7 +47,7 @@ def macs_per_second(module: nn.Module, sample_rate: int = 16000, seconds: float 
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             module(wav)
     finally:
         module.train(was_training)

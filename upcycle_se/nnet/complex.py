@@ -35,11 +35,13 @@ import torch.nn.functional as F
 IntPair = Union[int, Tuple[int, int]]
 
 __all__ = [
+    "is_channels_last",
     "complex_split",
     "complex_cat",
     "ComplexConv2d",
     "ComplexConvTranspose2d",
     "ComplexBatchNorm2d",
+    "fold_into_conv",
     "ComplexLeakyReLU",
     "ComplexPReLU",
     "complex_activation",
@@ -70,8 +72,29 @@ def complex_split(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return x.chunk(2, dim=1)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-D tensor stored channels-last (NHWC) rather than channels-first.
+
+    The layers keep whichever layout they are given: on CPU, oneDNN convolutions run markedly faster
+    channels-last (see ``benchmarks/RESULTS.md``), so :class:`upcycle_se.models.UpCycleGenerator` feeds
+    them channels-last maps there.
+    """
+    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _channel_dim_last(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """A view with the channel axis where the memory has it: ``(NHWC view, -1)`` for a channels-last
+    map, ``(x, 1)`` otherwise. Channel reorders done on the view keep the layout, and a permute back
+    (``.permute(0, 3, 1, 2)``) is free."""
+    if is_channels_last(x):
+        return x.permute(0, 2, 3, 1), -1
+    return x, 1
+
+
 def complex_cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Concatenates complex feature maps along channels, keeping reals first then imaginaries.
+
+    Channels-last inputs give a channels-last result (one copy either way).
 
     Example
     -------
@@ -79,25 +102,51 @@ def complex_cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     >>> complex_cat([a, b])[0, :, 0, 0].tolist()
     [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
     """
+    if all(is_channels_last(t) for t in tensors):
+        views = [t.permute(0, 2, 3, 1) for t in tensors]
+        for t in tensors:
+            complex_split(t)  # validates the channel counts
+        parts = [v.chunk(2, dim=-1) for v in views]
+        return torch.cat([p[0] for p in parts] + [p[1] for p in parts], dim=-1).permute(0, 3, 1, 2)
     parts = [complex_split(t) for t in tensors]
     return torch.cat([p[0] for p in parts] + [p[1] for p in parts], dim=1)
 
 
 def _interleave_groups(x: torch.Tensor, groups: int) -> torch.Tensor:
     """``[B, (re|im) x groups x c, ...]`` -> ``[B, groups x (re|im) x c, ...]`` so that a real grouped
-    convolution sees both parts of its group (identity for one group)."""
+    convolution sees both parts of its group (identity for one group; keeps a channels-last layout)."""
     if groups == 1:
         return x
-    b, ch = x.shape[:2]
-    return x.reshape(b, 2, groups, ch // (2 * groups), *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+    v, dim = _channel_dim_last(x)
+    lead, ch, tail = v.shape[:dim % v.dim()], v.shape[dim], v.shape[dim % v.dim() + 1:]
+    d = len(lead)
+    out = v.reshape(*lead, 2, groups, ch // (2 * groups), *tail).transpose(d, d + 1).reshape(v.shape)
+    return out.permute(0, 3, 1, 2) if dim == -1 else out
 
 
 def _deinterleave_groups(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Inverse of :func:`_interleave_groups`."""
     if groups == 1:
         return x
-    b, ch = x.shape[:2]
-    return x.reshape(b, groups, 2, ch // (2 * groups), *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+    v, dim = _channel_dim_last(x)
+    lead, ch, tail = v.shape[:dim % v.dim()], v.shape[dim], v.shape[dim % v.dim() + 1:]
+    d = len(lead)
+    out = v.reshape(*lead, groups, 2, ch // (2 * groups), *tail).transpose(d, d + 1).reshape(v.shape)
+    return out.permute(0, 3, 1, 2) if dim == -1 else out
+
+
+def _onednn_pointwise_ok(x: torch.Tensor) -> bool:
+    """Whether a 1x1 convolution of ``x`` may call oneDNN directly: float32 CPU maps, oneDNN enabled,
+    and not while tracing/compiling (exporters and compilers should see a plain ``conv2d``)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 4
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+    )
 
 
 class _ComplexConvBase(nn.Module):
@@ -211,16 +260,20 @@ class ComplexConv2d(_ComplexConvBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 2*in_channels, freq, frames]`` -> ``[batch, 2*out_channels, freq', frames']``."""
-        y = F.conv2d(
-            _interleave_groups(x, self.groups),
-            self.block_weight(),
-            self.block_bias(),
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-        )
+        y = self.conv(_interleave_groups(x, self.groups), self.block_weight(), self.block_bias())
         return _deinterleave_groups(y, self.groups)
+
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Union[torch.Tensor, None]) -> torch.Tensor:
+        """The real convolution with this layer's geometry and the given (block) ``weight`` and ``bias``."""
+        if self._pointwise and _onednn_pointwise_ok(x):
+            # torch sends single-threaded 1x1 convolutions of small batches to its generic GEMM path,
+            # which is ~2x slower than oneDNN's on AVX-512 CPUs; call oneDNN directly (same result).
+            return torch.mkldnn_convolution(x, weight, bias, [0, 0], [1, 1], [1, 1], self.groups)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    @property
+    def _pointwise(self) -> bool:
+        return self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
 
 
 class ComplexConvTranspose2d(_ComplexConvBase):
@@ -375,8 +428,45 @@ class ComplexBatchNorm2d(nn.Module):
             )
         return torch.cat([yr, yi], dim=1)
 
+    def foldable(self) -> bool:
+        """True when this norm is a fixed per-real-channel affine map (naive, evaluation mode, running
+        statistics), which :func:`fold_into_conv` can merge into the preceding convolution."""
+        return not self.whitening and not self.training and self.bn.running_mean is not None
+
+    def folded_affine(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, shift)`` per real channel with ``self(x) == x * scale + shift`` (see :meth:`foldable`)."""
+        bn = self.bn
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        return scale, shift
+
     def extra_repr(self) -> str:
         return f"{self.num_features}, whitening={self.whitening}, eps={self.eps}, momentum={self.momentum}"
+
+
+def fold_into_conv(
+    weight: torch.Tensor, bias: Union[torch.Tensor, None], norm: ComplexBatchNorm2d
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The real convolution ``(weight, bias)`` followed by ``norm`` as one convolution.
+
+    ``weight`` is a block weight ``[2*C_out, ., kh, kw]`` whose output rows are in the usual
+    (re..., im...) order; ``norm`` must be :meth:`~ComplexBatchNorm2d.foldable`. Differentiable, so the
+    folded form also serves evaluation-mode passes that need gradients.
+    """
+    scale, shift = norm.folded_affine()
+    weight = weight * scale.view(-1, 1, 1, 1)
+    return weight, shift if bias is None else bias * scale + shift
+
+
+def _activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)`` for a freshly computed ``x``; in place when no gradient is recorded (saves a buffer)."""
+    if type(act) is ComplexLeakyReLU and not torch.is_grad_enabled():
+        return F.leaky_relu_(x, act.negative_slope)
+    return act(x)
 
 
 class ComplexLeakyReLU(nn.LeakyReLU):
@@ -430,7 +520,22 @@ class ComplexDepthwiseSeparableConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 2*in_channels, freq, frames]`` -> ``[batch, 2*out_channels, freq', frames']``."""
-        return self.pointwise(self.depthwise(x))
+        return self.forward_interleaved(_interleave_groups(x, self.depthwise.groups))
+
+    def forward_interleaved(self, x: torch.Tensor, norm: Union[ComplexBatchNorm2d, None] = None) -> torch.Tensor:
+        """:meth:`forward` on an input already in the depthwise layout ``(re_0, im_0, re_1, im_1, ...)``,
+        followed by ``norm`` when one is given (merged into the pointwise convolution when foldable).
+
+        The depthwise output stays in that layout: instead of reordering it, the pointwise weight's
+        input columns are reordered (a permutation of a small weight, not of a feature map).
+        """
+        dw, pw = self.depthwise, self.pointwise
+        h = F.conv2d(x, dw.block_weight(), None, dw.stride, dw.padding, dw.dilation, dw.groups)
+        weight, bias = _interleave_groups(pw.block_weight(), dw.groups), pw.block_bias()  # reorders columns (dim 1)
+        if norm is not None and norm.foldable():
+            return pw.conv(h, *fold_into_conv(weight, bias, norm))
+        h = pw.conv(h, weight, bias)
+        return h if norm is None else norm(h)
 
 
 class ComplexResidualBlock(nn.Module):
@@ -480,9 +585,13 @@ class ComplexResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 2*in_channels, freq, frames]`` -> ``[batch, 2*out_channels, freq, frames]``."""
-        h = self.conv1(self.act1(self.norm1(x)))
-        h = self.conv2(self.act2(self.norm2(h)))
-        return h + self.shortcut(x)
+        h = _activate(self.act1, self.norm1(x))
+        if self.norm2.foldable():  # evaluation: norm2 merged into conv1
+            h = self.conv1.conv(h, *fold_into_conv(self.conv1.block_weight(), self.conv1.block_bias(), self.norm2))
+        else:
+            h = self.norm2(self.conv1(h))
+        h = self.conv2(_activate(self.act2, h))
+        return h.add_(self.shortcut(x))  # in place on conv2's fresh output (autograd-safe)
 
 
 class ComplexASPP(nn.Module):
@@ -553,7 +662,30 @@ class ComplexASPP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[batch, 2*in_channels, freq, frames]`` -> ``[batch, 2*out_channels, freq, frames]``."""
-        pooled = self.pool_act(self.pool_conv(x.mean(dim=(2, 3), keepdim=True))).expand(-1, -1, *x.shape[2:])
-        branches = [x] + [branch(x) for branch in self.atrous] + [pooled]
-        return self.project(complex_cat(branches))
+        """``[batch, 2*in_channels, freq, frames]`` -> ``[batch, 2*out_channels, freq, frames]``.
+
+        Computed without materialising the broadcast pooled branch: the projection is linear, so its
+        share of the pooled branch is a per-item bias (a 1x1 convolution of ``[batch, ., 1, 1]``) added
+        to the projection of the other branches. The atrous branches share one depthwise reordering.
+        """
+        pooled = _activate(self.pool_act, self.pool_conv(x.mean(dim=(2, 3), keepdim=True)))
+        branches = [x]
+        if len(self.atrous):
+            x_dw = _interleave_groups(x, x.shape[1] // 2)
+            for sep, norm, act in self.atrous:
+                branches.append(_activate(act, sep.forward_interleaved(x_dw, norm)))
+            del x_dw
+        cat = complex_cat(branches)
+        del branches  # only the concatenation is needed from here on (peak memory)
+        proj, norm, act = self.project
+        weight = proj.block_weight()  # columns: real parts of [x, atrous..., pooled], then imaginary parts
+        n_in, n_pool = proj.in_channels, pooled.shape[1] // 2
+        w_rest = torch.cat([weight[:, : n_in - n_pool], weight[:, n_in: 2 * n_in - n_pool]], dim=1)
+        w_pool = torch.cat([weight[:, n_in - n_pool: n_in], weight[:, 2 * n_in - n_pool:]], dim=1)
+        if norm.foldable():  # evaluation: the norm merged into the projection (its shift as the bias)
+            w_rest, shift = fold_into_conv(w_rest, None, norm)
+            w_pool = fold_into_conv(w_pool, None, norm)[0]
+            y = proj.conv(cat, w_rest, shift)
+            return _activate(act, y.add_(proj.conv(pooled, w_pool, None)))
+        y = proj.conv(cat, w_rest, None).add_(proj.conv(pooled, w_pool, None))
+        return _activate(act, norm(y))

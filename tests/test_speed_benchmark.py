@@ -1,0 +1,93 @@
+"""Smoke test of ``benchmarks/speed.py``: a tiny grid end to end (subprocess workers, report, file update)."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+def load_speed():
+    spec = importlib.util.spec_from_file_location("speed_benchmark", SPEED)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dccrn_reference_has_dccrn_e_size_and_keeps_the_length():
+    import torch
+
+    speed = load_speed()
+    model = speed.build_model("dccrn")
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 3.6e6 < n_params < 3.8e6  # DCCRN-E: 3.7 M
+    with torch.inference_mode():
+        assert model(torch.randn(2, 3210)).shape == (2, 3210)
+
+
+def test_tiny_run_writes_finite_figures_into_its_section_only(tmp_path):
+    speed = load_speed()
+    results = tmp_path / "RESULTS.md"
+    other = "<!-- quality:begin -->\nquality text stays\n<!-- quality:end -->\n"
+    results.write_text("# Benchmark results\n\n" + other)
+    res = speed.main([
+        "--results", str(results), "--silent", "--models", "small", "--threads", "1", "--durations", "0.2",
+        "--batches", "1", "--repeats", "1", "--gemm-n", "128", "--ladder", "none", "--no-compile",
+        "--train-models", "small", "--train-batch", "1", "--train-seconds", "0.2", "--train-steps", "small=1",
+        "--no-data",
+    ])
+    (row,) = res["infer"]
+    assert "error" not in row, row
+    for key in ("wall_s", "cpu_s", "macs", "peak_rss_mb"):
+        assert math.isfinite(row[key]) and row[key] > 0
+    assert 0 < row["wall_s"] / 0.2 < 50  # a real-time factor, not garbage
+    peak = res["peak"][1]
+    assert math.isfinite(peak["mkl"]) and peak["mkl"] > 0
+    (train,) = res["train"]
+    assert "error" not in train, train
+    assert math.isfinite(train["wall_s"]) and train["loss_finite"]
+    assert train["profile"] and math.isclose(sum(train["profile"].values()), 1.0, rel_tol=1e-6)
+
+    text = results.read_text()
+    assert other in text  # the quality section is untouched
+    section = text.split("<!-- speed:begin -->", 1)[1].split("<!-- speed:end -->", 1)[0]
+    assert "## Speed" in section and "torch " in section and "--models small" in section
+    rtf = re.search(r"\| \*\*([0-9.]+)\*\* \|", section)
+    assert rtf and math.isfinite(float(rtf.group(1)))
+    assert "nan" not in section.lower().replace("n/a", "")
+
+    # A second run replaces the section instead of appending another one.
+    speed.write_results(results, "<!-- speed:begin -->\nnew\n<!-- speed:end -->\n")
+    text = results.read_text()
+    assert text.count("<!-- speed:begin -->") == 1 and "new" in text and other in text
+
+
+def test_results_file_is_created_with_both_sections(tmp_path):
+    speed = load_speed()
+    path = tmp_path / "RESULTS.md"
+    speed.write_results(path, "<!-- speed:begin -->\nx\n<!-- speed:end -->\n")
+    text = path.read_text()
+    for marker in ("quality:begin", "quality:end", "speed:begin", "speed:end"):
+        assert f"<!-- {marker} -->" in text
+
+
+def test_before_after_and_compile_tables_render_speed_ups():
+    speed = load_speed()
+    res = {"args": {"ladder_models": ["paper"], "threads": [2], "ladder_seconds": 4.0, "ladder_rounds": 3,
+                    "ladder_repeats": 3, "alloc_pairs": 1},
+           "ladder": [{"model": "paper", "threads": 2, "steps": {
+               "before": {"walls": [2.0, 2.1, 1.9], "cpus": [4.0, 4.0, 4.0]},
+               "fold": {"walls": [1.0, 1.0, 1.0], "cpus": [1.0, 1.0, 1.0]}}}],
+           "alloc": [{"model": "paper", "threads": 2, "step": "fold", "wall_s": 1.0, "cpu_s": 1.0, "peak_rss_mb": 800},
+                     {"model": "paper", "threads": 2, "step": "allocator", "wall_s": 0.5, "cpu_s": 0.5,
+                      "peak_rss_mb": 900}],
+           "compile": [{"model": "paper", "threads": 2, "compile_s": 30.0, "eager_wall_s": 1.0, "wall_s": 0.9,
+                        "cpu_s": 1.8, "eager_cpu_s": 2.0}]}
+    ladder = "\n".join(speed._ladder_lines(res))
+    assert "| 2.00x |" in ladder and "| 4.00x |" in ladder  # the default step, in-process
+    assert "| 4.00x |" in ladder.splitlines()[-1] and "| 8.00x |" in ladder.splitlines()[-1]  # x2 from the pairs
+    assert "| 0.90 | 0.90 |" in "\n".join(speed._compile_lines(res))
