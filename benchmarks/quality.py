@@ -50,6 +50,8 @@ CORPUS_SEED = 0
 if str(REPO) not in sys.path:  # `python benchmarks/quality.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from benchmarks.results_file import replace_section  # noqa: E402
+
 
 @dataclass
 class System:
@@ -418,17 +420,8 @@ def verdict(rows: Dict[str, Dict]) -> List[str]:
 
 
 def write_results(path: Path, section: str) -> None:
-    """Replaces the quality section of ``path`` (or appends it; creates the file when missing)."""
-    text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Replaces the quality section of ``path`` (appends it, or creates the file with both sections' markers)."""
+    replace_section(path, section, BEGIN, END)
 
 
 # ------------------------------------------------------------------------------------------ main

@@ -58,6 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.results_file import replace_section  # noqa: E402
+
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -1011,19 +1013,7 @@ def _train_verdict(res: Dict[str, Any]) -> str:
 
 def write_results(path: Path, section: str) -> None:
     """Replaces the speed section of ``path`` (appends it, or creates the file with both sections' markers)."""
-    if path.is_file():
-        text = path.read_text()
-    else:
-        text = "# Benchmark results\n\n<!-- quality:begin -->\n<!-- quality:end -->\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_suffix(path.suffix + ".speed.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    replace_section(path, section, BEGIN, END)
 
 
 # ============================================================================ CLI
