@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/speed.py            # full run (~12-15 min on the 2-core development CPU)
-    python benchmarks/speed.py --quick    # smaller grid, ~4 min
+    python benchmarks/speed.py            # full run (~13 min on the idle 2-core development CPU)
+    python benchmarks/speed.py --quick    # smaller grid, no torch.compile, ~6 min
     python benchmarks/speed.py --no-write # print the section instead of updating benchmarks/RESULTS.md
 
 It rewrites only its own section of ``benchmarks/RESULTS.md`` (between ``<!-- speed:begin -->`` and
@@ -1000,14 +1000,14 @@ def _train_verdict(res: Dict[str, Any]) -> str:
     audio = res["args"]["train_batch"] * res["args"]["train_seconds"]
     ratios = []
     for r in cpu:
-        inf = [i for i in _rows(res, model=r["preset"], device="cpu", threads=r["threads"], batch=1)]
+        inf = _rows(res, model=r["preset"], device="cpu", threads=r["threads"])
         if inf:
-            ref = max(inf, key=lambda i: i["seconds"])
-            ratios.append(f"{r['preset']} {r['wall_s'] / (ref['wall_s'] / ref['seconds'] * audio):.0f}x")
+            rtf = statistics.median(i["wall_s"] / (i["seconds"] * i["batch"]) for i in inf)
+            ratios.append(f"{r['preset']} {r['wall_s'] / (rtf * audio):.0f}x")
     if ratios:
         parts.append("a step (6 generator passes with backward, plus the discriminators and two optimizer steps) "
-                     "costs " + ", ".join(ratios) + " the inference time of the same audio (batch-1 RTF, same "
-                     "threads)")
+                     "costs " + ", ".join(ratios) + " the inference time of the same audio (median inference RTF "
+                     "of the grid, same threads)")
     return "; ".join(parts) + "." if parts else "see the table."
 
 
@@ -1036,7 +1036,7 @@ def _names(text: str) -> List[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smaller grid and fewer repeats (~4 min)")
+    p.add_argument("--quick", action="store_true", help="smaller grid, fewer repeats, no compile (~6 min)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file whose speed section to rewrite")
     p.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     p.add_argument("--json", type=Path, default=None, help="also save the raw results here")
