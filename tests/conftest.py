@@ -70,3 +70,23 @@ def tiny_corpus_48k(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return _build(tmp_path_factory.mktemp("tiny_corpus_48k"), build_corpus, **TINY_48K, sample_rate=48000,
                   naming="28spk", seed=0)
+
+
+@pytest.fixture(scope="session")
+def exported_small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder made by ``upcycle-se export`` from a fake recipe save folder (random small generator)."""
+    import json
+
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from upcycle_se.cli import main
+    from upcycle_se.models import UpCycleGenerator
+
+    root = tmp_path_factory.mktemp("recipe")
+    torch.manual_seed(0)
+    gen = UpCycleGenerator.from_preset("small")
+    Checkpointer(root / "save", {"gen_n2c": gen}).save_checkpoint(meta={"pesq": 1.7})
+    (root / "save" / "model_config.json").write_text(json.dumps({"gen_n2c": gen.config, "sample_rate": 16000}))
+    out = tmp_path_factory.mktemp("models") / "small"
+    assert main(["export", "--checkpoint", str(root / "save"), "--out", str(out)]) == 0
+    return out

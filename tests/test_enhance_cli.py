@@ -1,7 +1,6 @@
 """`upcycle-se enhance` and `upcycle-se export`: outputs, skip/overwrite, atomic writes, one-line errors."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -9,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from upcycle_se.cli import main
 
@@ -23,20 +21,9 @@ def tone(seconds: float, sr: int, channels: int = 1) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A model folder exported through the CLI from a fake recipe save folder (random small generator)."""
-    from speechbrain.utils.checkpoints import Checkpointer
-
-    from upcycle_se.models import UpCycleGenerator
-
-    root = tmp_path_factory.mktemp("recipe")
-    torch.manual_seed(0)
-    gen = UpCycleGenerator.from_preset("small")
-    Checkpointer(root / "save", {"gen_n2c": gen}).save_checkpoint(meta={"pesq": 1.7})
-    (root / "save" / "model_config.json").write_text(json.dumps({"gen_n2c": gen.config, "sample_rate": 16000}))
-    out = tmp_path_factory.mktemp("models") / "small"
-    assert main(["export", "--checkpoint", str(root / "save"), "--out", str(out)]) == 0
-    return out
+def model_dir(exported_small_model) -> Path:
+    """The shared exported random small model (see conftest)."""
+    return exported_small_model
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ instant leaves. One more kill of ``enhance`` is timed from outside.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -254,19 +253,9 @@ def test_kills_during_checkpoint_writes_then_resume_from_the_last_complete_one(t
 
 # -------------------------------------------------------------------------------------- enhance
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A model folder exported from a fake recipe save folder (random small generator)."""
-    from upcycle_se.cli import main
-    from upcycle_se.models import UpCycleGenerator
-
-    root = tmp_path_factory.mktemp("recipe")
-    torch.manual_seed(0)
-    gen = UpCycleGenerator.from_preset("small")
-    Checkpointer(root / "save", {"gen_n2c": gen}).save_checkpoint(meta={"pesq": 1.7})
-    (root / "save" / "model_config.json").write_text(json.dumps({"gen_n2c": gen.config, "sample_rate": 16000}))
-    out = tmp_path_factory.mktemp("models") / "small"
-    assert main(["export", "--checkpoint", str(root / "save"), "--out", str(out)]) == 0
-    return out
+def model_dir(exported_small_model) -> Path:
+    """The shared exported random small model (see conftest)."""
+    return exported_small_model
 
 
 N_FILES = 24
