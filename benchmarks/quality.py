@@ -50,7 +50,7 @@ CORPUS_SEED = 0
 if str(REPO) not in sys.path:  # `python benchmarks/quality.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from benchmarks.results_file import replace_section  # noqa: E402
+from benchmarks.results_file import cpu_model, replace_section  # noqa: E402
 
 
 @dataclass
@@ -315,14 +315,7 @@ def machine_info() -> Dict[str, str]:
     """CPU model, core count, OS, Python and torch versions of this machine."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     return {"cpu": cpu, "cores": str(os.cpu_count()), "gpu": gpu, "os": platform.platform(),
