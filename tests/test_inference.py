@@ -1,4 +1,4 @@
-"""UpCycleEnhancement and export: offline loading, any-rate file round trips, chunked overlap-add, memory."""
+"""UpCycleEnhancement and upcycle_se.export: offline loading, any-rate file round trips, chunked overlap-add, memory."""
 from __future__ import annotations
 
 import json
@@ -15,15 +15,8 @@ import torch
 import yaml
 
 from upcycle_se.errors import ConfigError, UserError
-from upcycle_se.inference import (
-    GENERATOR_FILE,
-    HPARAMS_FILE,
-    UpCycleEnhancement,
-    export_model,
-    plan_chunks,
-    render_hparams,
-    template_path,
-)
+from upcycle_se.export import export_model, render_hparams, template_path
+from upcycle_se.inference import GENERATOR_FILE, HPARAMS_FILE, UpCycleEnhancement, plan_chunks
 from upcycle_se.models import UpCycleGenerator
 
 # Chunked (4 s chunks, 0.5 s cross-fade) vs whole-file output on 10 s of speech-like audio, measured:
@@ -173,7 +166,7 @@ def test_export_errors(recipe, tmp_path):
 
 
 def test_export_is_atomic(recipe, tmp_path, monkeypatch):
-    import upcycle_se.inference as inference
+    import upcycle_se.export as export
 
     root, _ = recipe
     out = tmp_path / "model"
@@ -186,7 +179,7 @@ def test_export_is_atomic(recipe, tmp_path, monkeypatch):
         assert sorted(os.listdir(folder)) == [GENERATOR_FILE, HPARAMS_FILE]  # built beside, not in, out
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(inference, "_check_model_folder", interrupted)
+    monkeypatch.setattr(export, "_check_model_folder", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_model(root, out, overwrite=True)
     assert (out / "marker").exists()  # the old export is untouched

@@ -1,9 +1,11 @@
-"""Enhancing recordings with a trained Up-Cycle-SENet generator, and exporting one from a recipe run.
+"""Enhancing recordings with a trained Up-Cycle-SENet generator.
 
 :class:`UpCycleEnhancement` is a SpeechBrain :class:`~speechbrain.inference.interfaces.Pretrained`
-interface loaded from a local *model folder*: ``hyperparams.yaml`` (made from the template
-``hparams/inference.yaml``) and ``generator.ckpt`` (the noisy->clean generator's state_dict).
-:func:`export_model` (``upcycle-se export``) makes that folder from the best checkpoint of a recipe run.
+interface loaded from a local *model folder*: ``hyperparams.yaml`` and ``generator.ckpt`` (the
+noisy->clean generator's state_dict), made by :func:`upcycle_se.export.export_model`
+(``upcycle-se export``). The same folder also loads with SpeechBrain's stock
+:class:`~speechbrain.inference.enhancement.WaveformEnhancement`: its module ``enhance_model`` is an
+:class:`EnhanceModel`.
 
 Files of any rate, channel count and sample format are enhanced at 16 kHz and written back at their own
 rate, channel count, length and (where the format allows it) subtype. Long files are streamed in chunks
@@ -27,27 +29,21 @@ Command line::
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio.transforms as AT
-import yaml
 from speechbrain.inference.interfaces import Pretrained
-from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpoint
 from speechbrain.utils.fetching import FetchConfig, FetchFrom, FetchSource, LocalStrategy
 
 from upcycle_se.audio import read_audio, resample_audio
-from upcycle_se.checkpoints import read_checkpoints
 from upcycle_se.errors import AudioError, ConfigError, UserError
 
 PathLike = Union[str, os.PathLike]
@@ -57,12 +53,6 @@ HPARAMS_FILE = "hyperparams.yaml"
 GENERATOR_FILE = "generator.ckpt"
 #: ``each``: enhance every channel on its own; ``downmix``: average the channels, write mono.
 CHANNEL_MODES = ("each", "downmix")
-#: The recipe's checkpoint file of the noisy->clean generator, and the JSON that rebuilds it.
-RECIPE_GENERATOR = "gen_n2c"
-RECIPE_MODEL_CONFIG = "model_config.json"
-
-# The line of the template under which export writes the generator's constructor arguments.
-_GENERATOR_LINE = "generator: !new:upcycle_se.models.UpCycleGenerator"
 # Prefixes DDP / torch.compile wrappers add to state_dict keys.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # Extensions soundfile does not map to a format by upper-casing them.
@@ -249,7 +239,8 @@ def output_format(path: Path, in_format: Optional[str] = None, in_subtype: Optio
 class UpCycleEnhancement(Pretrained):
     """Up-Cycle-SENet speech enhancement (noisy -> clean generator) as a SpeechBrain pretrained model.
 
-    Load a model folder (see :func:`export_model`) with ``UpCycleEnhancement.from_hparams(source=folder)``,
+    Load a model folder (see :func:`upcycle_se.export.export_model`) with
+    ``UpCycleEnhancement.from_hparams(source=folder)``,
     which reads local files only and never asks HuggingFace. Needed: module ``generator`` (waveform
     ``[batch, time]`` -> ``[batch, time]`` at ``sample_rate``) and hparam ``sample_rate``; optional
     defaults ``chunk_seconds``, ``overlap_seconds``, ``batch_size`` (chunks per forward pass).
@@ -528,7 +519,7 @@ def load_state_dict_strict(module: torch.nn.Module, path: PathLike) -> None:
     SpeechBrain's default transfer is non-strict (a mismatch only logs warnings); for inference a
     half-loaded generator is an error. Keys of DDP / torch.compile wrappers are unwrapped.
     """
-    state = _unwrap_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
+    state = unwrap_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -540,7 +531,7 @@ def load_state_dict_strict(module: torch.nn.Module, path: PathLike) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def _unwrap_state_dict(state) -> Dict[str, torch.Tensor]:
+def unwrap_state_dict(state) -> Dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ConfigError(f"expected a state_dict, found a {type(state).__name__}")
     out = {}
@@ -552,184 +543,19 @@ def _unwrap_state_dict(state) -> Dict[str, torch.Tensor]:
     return out
 
 
-# --------------------------------------------------------------------------------------------- export
-def find_best_checkpoint(checkpoint: PathLike, ckpt_key: str = "pesq"):
-    """Finds the recipe checkpoint with the highest ``ckpt_key`` in its ``CKPT.yaml``.
-
-    Arguments
-    ---------
-    checkpoint : a recipe output folder (holding ``save/``), its ``save/`` folder, or one ``CKPT+*`` folder.
-    ckpt_key : the ``CKPT.yaml`` value to maximise (``unixtime`` picks the latest).
-
-    Returns
-    -------
-    (checkpoint, save_folder, n_compared): a SpeechBrain ``Checkpoint`` (path, meta, paramfiles) holding
-    ``gen_n2c.ckpt``, the folder holding ``model_config.json``, and how many were compared (0 when
-    ``checkpoint`` is itself a ``CKPT+*`` folder, exported whatever it scored).
-    """
-    path = Path(checkpoint).expanduser()
-    if not path.is_dir():
-        raise UserError(f"{path}: no such folder (give the recipe's output folder or its save/ folder)")
-    if path.name.startswith(CKPT_PREFIX) and (path / METAFNAME).is_file():
-        save_dir, only = path.parent, path
-    else:
-        save_dir, only = (path / "save" if (path / "save").is_dir() else path), None
-    # CKPT.yaml (with its score) is written before the parameter files: a run killed while saving, or
-    # still saving, leaves a scored checkpoint with a truncated or missing file. Only complete ones count.
-    ckpts, problems = read_checkpoints(save_dir)
-    ckpts = [c for c in ckpts if only is None or c.path == only]
-    problems = {p: why for p, why in problems.items() if only is None or p == only}
-    if not ckpts and problems:
-        path, problem = next(iter(problems.items()))
-        raise UserError(f"{only or save_dir}: no complete checkpoint ({path.name}: {problem}; "
-                        "was training killed while saving?)")
-    if not ckpts:
-        raise UserError(f"{save_dir}: no checkpoint found (no CKPT+*/CKPT.yaml); train the recipe first")
-    ckpts = [c for c in ckpts if RECIPE_GENERATOR in c.paramfiles]
-    if not ckpts:
-        raise UserError(f"{only or save_dir}: no {RECIPE_GENERATOR}.ckpt (the noisy->clean generator) "
-                        "in its checkpoints")
-    if only is not None:  # a checkpoint chosen by hand is exported whatever it scored
-        return ckpts[0], save_dir, 0
-    scored = [c for c in ckpts if _finite_number(c.meta.get(ckpt_key))]
-    if not scored:
-        keys = sorted({k for c in ckpts for k, v in c.meta.items() if _finite_number(v)})
-        raise UserError(f"{save_dir}: no checkpoint records a numeric '{ckpt_key}' "
-                        f"(recorded: {', '.join(keys) or 'nothing'}); choose one with --ckpt-key")
-    # Highest key first; the most recent wins a tie.
-    best = max(scored, key=lambda c: (float(c.meta[ckpt_key]), float(c.meta.get("unixtime", 0.0))))
-    return best, save_dir, len(scored)
-
-
-def read_model_config(save_dir: PathLike) -> Tuple[dict, int]:
-    """``(generator kwargs, sample_rate)`` from the recipe's ``<save>/model_config.json``."""
-    path = Path(save_dir) / RECIPE_MODEL_CONFIG
-    if not path.is_file():
-        raise UserError(f"{path}: missing (the recipe writes it when training starts; it rebuilds the generator)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-        gen, sample_rate = config[RECIPE_GENERATOR], int(config.get("sample_rate", 16000))
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"{path}: not a valid model config ({type(err).__name__}: {_one_line(err)})") from None
-    if not isinstance(gen, dict) or sample_rate <= 0:
-        raise ConfigError(f"{path}: '{RECIPE_GENERATOR}' must be a dict of UpCycleGenerator arguments "
-                          "and sample_rate positive")
-    return gen, sample_rate
-
-
-def render_hparams(template: str, generator_config: dict, sample_rate: int, header: Sequence[str] = ()) -> str:
-    """The model folder's ``hyperparams.yaml``: ``template`` with the generator's kwargs written under its
-    ``generator: !new:upcycle_se.models.UpCycleGenerator`` line, ``sample_rate`` set and ``header``
-    comment lines on top."""
-    lines = template.splitlines()
-    at = [i for i, line in enumerate(lines) if line.rstrip() == _GENERATOR_LINE]
-    if len(at) != 1 or (at[0] + 1 < len(lines) and lines[at[0] + 1][:1] in (" ", "\t")):
-        raise ConfigError(f"the inference template needs exactly one bare '{_GENERATOR_LINE}' line")
-    kwargs = yaml.safe_dump(dict(generator_config), default_flow_style=False, sort_keys=False) \
-        if generator_config else ""
-    lines[at[0] + 1: at[0] + 1] = ["    " + line for line in kwargs.splitlines()]
-    text, count = re.subn(r"^sample_rate:.*$", f"sample_rate: {int(sample_rate)}", "\n".join(lines) + "\n",
-                          flags=re.MULTILINE)
-    if count != 1:
-        raise ConfigError("the inference template needs exactly one top-level 'sample_rate:' line")
-    return "".join(f"# {line}".rstrip() + "\n" for line in header) + text
-
-
-def template_path() -> Path:
-    """The model folder template: ``upcycle_se/hparams/inference.yaml`` if packaged, else the repo's
-    ``hparams/inference.yaml``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "hparams" / "inference.yaml", here.parent / "hparams" / "inference.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("the inference template hparams/inference.yaml is not installed with upcycle_se")
-
-
-class ExportInfo(NamedTuple):
-    """What :func:`export_model` made: the model ``folder``, the SpeechBrain ``checkpoint`` it came from,
-    and how many checkpoints were compared by the key (0: a ``CKPT+*`` folder given directly)."""
-
-    folder: Path
-    checkpoint: Checkpoint
-    n_compared: int
-
-
-def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: str = "pesq", overwrite: bool = False) -> ExportInfo:
-    """Turns the best recipe checkpoint into a model folder for :class:`UpCycleEnhancement`.
-
-    The folder holds only ``hyperparams.yaml`` (the template, the generator's kwargs from
-    ``model_config.json``, provenance comments) and ``generator.ckpt`` (the ``gen_n2c`` state_dict). It is
-    built in a hidden temporary folder beside ``out``, loaded and run once as a check, then renamed to
-    ``out``: an interrupted or failed export leaves nothing under ``out``.
-
-    Arguments
-    ---------
-    checkpoint : recipe output folder, its ``save/`` folder, or one ``CKPT+*`` folder.
-    out : the model folder to create.
-    ckpt_key : ``CKPT.yaml`` value to maximise when choosing the checkpoint.
-    overwrite : replace an existing non-empty ``out``.
-
-    Returns
-    -------
-    :class:`ExportInfo` (folder, checkpoint, n_compared).
-    """
-    ckpt, save_dir, n_scored = find_best_checkpoint(checkpoint, ckpt_key)
-    gen_config, sample_rate = read_model_config(save_dir)
-    out = Path(out).expanduser().absolute()
-    if out == save_dir.absolute() or out in save_dir.absolute().parents:
-        raise UserError(f"{out}: the export folder must not contain the checkpoints it exports")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out}: already exists (use --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    score = (f"{ckpt_key} = {ckpt.meta[ckpt_key]}, best of {n_scored} checkpoint(s) by {ckpt_key}"
-             if n_scored else "checkpoint chosen by hand")
-    header = [f"Exported by `upcycle-se export` from {_safe_comment(ckpt.path)}", f"({score}).", ""]
-    text = render_hparams(template_path().read_text(encoding="utf-8"), gen_config, sample_rate, header)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
-    try:
-        (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
-        state = _unwrap_state_dict(torch.load(str(ckpt.paramfiles[RECIPE_GENERATOR]), map_location="cpu",
-                                              weights_only=True))
-        torch.save(state, tmp / GENERATOR_FILE)
-        _check_model_folder(tmp, sample_rate)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return ExportInfo(out, ckpt, n_scored)
-
-
-def _check_model_folder(folder: Path, sample_rate: int) -> None:
-    """Loads a model folder on the CPU and enhances 0.1 s of noise: the export is usable."""
-    enhancer = UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": "cpu"})
-    noise = 0.01 * torch.randn(1, sample_rate // 10, generator=torch.Generator().manual_seed(0))
-    out = enhancer.enhance_batch(noise)
-    if out.shape != noise.shape or not torch.isfinite(out).all():
-        raise ConfigError(f"the exported generator gives a bad output (shape {tuple(out.shape)}, "
-                          f"finite: {bool(torch.isfinite(out).all())})")
-
-
-def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _safe_comment(value) -> str:
-    return str(value).replace("\r", "\\r").replace("\n", "\\n")
-
-
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+# Names that moved to upcycle_se.export; imported lazily on first use (export imports this module).
+_MOVED_TO_EXPORT = ("export_model", "find_best_checkpoint", "read_model_config", "render_hparams",
+                    "template_path", "ExportInfo")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_EXPORT:
+        from upcycle_se import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exports; prints the chosen checkpoint and the model folder."""
-    from upcycle_se.inference import export_model
+    from upcycle_se.export import export_model
 
     info = export_model(args.checkpoint, args.out, ckpt_key=args.ckpt_key, overwrite=args.overwrite)
     how = (f"{args.ckpt_key} = {info.checkpoint.meta[args.ckpt_key]}, best of {info.n_compared}"

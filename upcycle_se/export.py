@@ -1,0 +1,227 @@
+"""Exporting a trained Up-Cycle-SENet generator from a recipe run as a model folder (``upcycle-se export``).
+
+A *model folder* holds ``hyperparams.yaml`` (rendered from the packaged template
+``upcycle_se/hparams/inference.yaml``) and ``generator.ckpt`` (the noisy->clean generator's state_dict),
+and optionally ``generator.onnx``. It loads with :class:`upcycle_se.inference.UpCycleEnhancement` and with
+SpeechBrain's stock :class:`~speechbrain.inference.enhancement.WaveformEnhancement`.
+
+Python::
+
+    from upcycle_se.export import export_model
+
+    info = export_model("results/upcycle/1986", "models/upcycle-small", onnx=True)  # best CKPT by PESQ
+
+Command line::
+
+    upcycle-se export --checkpoint results/upcycle/1986 --out models/upcycle-small --onnx
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import NamedTuple, Sequence, Tuple
+
+import torch
+import yaml
+from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpoint
+
+from upcycle_se.checkpoints import read_checkpoints
+from upcycle_se.errors import ConfigError, UserError
+from upcycle_se.inference import (
+    GENERATOR_FILE,
+    HPARAMS_FILE,
+    PathLike,
+    UpCycleEnhancement,
+    _one_line,
+    unwrap_state_dict,
+)
+
+#: The recipe's checkpoint file of the noisy->clean generator, and the JSON that rebuilds it.
+RECIPE_GENERATOR = "gen_n2c"
+RECIPE_MODEL_CONFIG = "model_config.json"
+
+# The line of the template under which export writes the generator's constructor arguments.
+_GENERATOR_LINE = "generator: !new:upcycle_se.models.UpCycleGenerator"
+
+
+def find_best_checkpoint(checkpoint: PathLike, ckpt_key: str = "pesq"):
+    """Finds the recipe checkpoint with the highest ``ckpt_key`` in its ``CKPT.yaml``.
+
+    Arguments
+    ---------
+    checkpoint : a recipe output folder (holding ``save/``), its ``save/`` folder, or one ``CKPT+*`` folder.
+    ckpt_key : the ``CKPT.yaml`` value to maximise (``unixtime`` picks the latest).
+
+    Returns
+    -------
+    (checkpoint, save_folder, n_compared): a SpeechBrain ``Checkpoint`` (path, meta, paramfiles) holding
+    ``gen_n2c.ckpt``, the folder holding ``model_config.json``, and how many were compared (0 when
+    ``checkpoint`` is itself a ``CKPT+*`` folder, exported whatever it scored).
+    """
+    path = Path(checkpoint).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{path}: no such folder (give the recipe's output folder or its save/ folder)")
+    if path.name.startswith(CKPT_PREFIX) and (path / METAFNAME).is_file():
+        save_dir, only = path.parent, path
+    else:
+        save_dir, only = (path / "save" if (path / "save").is_dir() else path), None
+    # CKPT.yaml (with its score) is written before the parameter files: a run killed while saving, or
+    # still saving, leaves a scored checkpoint with a truncated or missing file. Only complete ones count.
+    ckpts, problems = read_checkpoints(save_dir)
+    ckpts = [c for c in ckpts if only is None or c.path == only]
+    problems = {p: why for p, why in problems.items() if only is None or p == only}
+    if not ckpts and problems:
+        path, problem = next(iter(problems.items()))
+        raise UserError(f"{only or save_dir}: no complete checkpoint ({path.name}: {problem}; "
+                        "was training killed while saving?)")
+    if not ckpts:
+        raise UserError(f"{save_dir}: no checkpoint found (no CKPT+*/CKPT.yaml); train the recipe first")
+    ckpts = [c for c in ckpts if RECIPE_GENERATOR in c.paramfiles]
+    if not ckpts:
+        raise UserError(f"{only or save_dir}: no {RECIPE_GENERATOR}.ckpt (the noisy->clean generator) "
+                        "in its checkpoints")
+    if only is not None:  # a checkpoint chosen by hand is exported whatever it scored
+        return ckpts[0], save_dir, 0
+    scored = [c for c in ckpts if _finite_number(c.meta.get(ckpt_key))]
+    if not scored:
+        keys = sorted({k for c in ckpts for k, v in c.meta.items() if _finite_number(v)})
+        raise UserError(f"{save_dir}: no checkpoint records a numeric '{ckpt_key}' "
+                        f"(recorded: {', '.join(keys) or 'nothing'}); choose one with --ckpt-key")
+    # Highest key first; the most recent wins a tie.
+    best = max(scored, key=lambda c: (float(c.meta[ckpt_key]), float(c.meta.get("unixtime", 0.0))))
+    return best, save_dir, len(scored)
+
+
+def read_model_config(save_dir: PathLike) -> Tuple[dict, int]:
+    """``(generator kwargs, sample_rate)`` from the recipe's ``<save>/model_config.json``."""
+    path = Path(save_dir) / RECIPE_MODEL_CONFIG
+    if not path.is_file():
+        raise UserError(f"{path}: missing (the recipe writes it when training starts; it rebuilds the generator)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        gen, sample_rate = config[RECIPE_GENERATOR], int(config.get("sample_rate", 16000))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a valid model config ({type(err).__name__}: {_one_line(err)})") from None
+    if not isinstance(gen, dict) or sample_rate <= 0:
+        raise ConfigError(f"{path}: '{RECIPE_GENERATOR}' must be a dict of UpCycleGenerator arguments "
+                          "and sample_rate positive")
+    return gen, sample_rate
+
+
+def render_hparams(template: str, generator_config: dict, sample_rate: int, header: Sequence[str] = ()) -> str:
+    """The model folder's ``hyperparams.yaml``: ``template`` with the generator's kwargs written under its
+    ``generator: !new:upcycle_se.models.UpCycleGenerator`` line, ``sample_rate`` set and ``header``
+    comment lines on top."""
+    lines = template.splitlines()
+    at = [i for i, line in enumerate(lines) if line.rstrip() == _GENERATOR_LINE]
+    if len(at) != 1 or (at[0] + 1 < len(lines) and lines[at[0] + 1][:1] in (" ", "\t")):
+        raise ConfigError(f"the inference template needs exactly one bare '{_GENERATOR_LINE}' line")
+    kwargs = yaml.safe_dump(dict(generator_config), default_flow_style=False, sort_keys=False) \
+        if generator_config else ""
+    lines[at[0] + 1: at[0] + 1] = ["    " + line for line in kwargs.splitlines()]
+    text, count = re.subn(r"^sample_rate:.*$", f"sample_rate: {int(sample_rate)}", "\n".join(lines) + "\n",
+                          flags=re.MULTILINE)
+    if count != 1:
+        raise ConfigError("the inference template needs exactly one top-level 'sample_rate:' line")
+    return "".join(f"# {line}".rstrip() + "\n" for line in header) + text
+
+
+def template_path() -> Path:
+    """The model folder template: ``upcycle_se/hparams/inference.yaml`` if packaged, else the repo's
+    ``hparams/inference.yaml``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "hparams" / "inference.yaml", here.parent / "hparams" / "inference.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("the inference template hparams/inference.yaml is not installed with upcycle_se")
+
+
+class ExportInfo(NamedTuple):
+    """What :func:`export_model` made: the model ``folder``, the SpeechBrain ``checkpoint`` it came from,
+    and how many checkpoints were compared by the key (0: a ``CKPT+*`` folder given directly)."""
+
+    folder: Path
+    checkpoint: Checkpoint
+    n_compared: int
+
+
+def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: str = "pesq", overwrite: bool = False) -> ExportInfo:
+    """Turns the best recipe checkpoint into a model folder for :class:`UpCycleEnhancement`.
+
+    The folder holds only ``hyperparams.yaml`` (the template, the generator's kwargs from
+    ``model_config.json``, provenance comments) and ``generator.ckpt`` (the ``gen_n2c`` state_dict). It is
+    built in a hidden temporary folder beside ``out``, loaded and run once as a check, then renamed to
+    ``out``: an interrupted or failed export leaves nothing under ``out``.
+
+    Arguments
+    ---------
+    checkpoint : recipe output folder, its ``save/`` folder, or one ``CKPT+*`` folder.
+    out : the model folder to create.
+    ckpt_key : ``CKPT.yaml`` value to maximise when choosing the checkpoint.
+    overwrite : replace an existing non-empty ``out``.
+
+    Returns
+    -------
+    :class:`ExportInfo` (folder, checkpoint, n_compared).
+    """
+    ckpt, save_dir, n_scored = find_best_checkpoint(checkpoint, ckpt_key)
+    gen_config, sample_rate = read_model_config(save_dir)
+    out = Path(out).expanduser().absolute()
+    if out == save_dir.absolute() or out in save_dir.absolute().parents:
+        raise UserError(f"{out}: the export folder must not contain the checkpoints it exports")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out}: already exists (use --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    score = (f"{ckpt_key} = {ckpt.meta[ckpt_key]}, best of {n_scored} checkpoint(s) by {ckpt_key}"
+             if n_scored else "checkpoint chosen by hand")
+    header = [f"Exported by `upcycle-se export` from {_safe_comment(ckpt.path)}", f"({score}).", ""]
+    text = render_hparams(template_path().read_text(encoding="utf-8"), gen_config, sample_rate, header)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    try:
+        (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
+        state = unwrap_state_dict(torch.load(str(ckpt.paramfiles[RECIPE_GENERATOR]), map_location="cpu",
+                                              weights_only=True))
+        torch.save(state, tmp / GENERATOR_FILE)
+        _check_model_folder(tmp, sample_rate)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportInfo(out, ckpt, n_scored)
+
+
+def _check_model_folder(folder: Path, sample_rate: int) -> None:
+    """Loads a model folder on the CPU and enhances 0.1 s of noise: the export is usable."""
+    enhancer = UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": "cpu"})
+    noise = 0.01 * torch.randn(1, sample_rate // 10, generator=torch.Generator().manual_seed(0))
+    out = enhancer.enhance_batch(noise)
+    if out.shape != noise.shape or not torch.isfinite(out).all():
+        raise ConfigError(f"the exported generator gives a bad output (shape {tuple(out.shape)}, "
+                          f"finite: {bool(torch.isfinite(out).all())})")
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _safe_comment(value) -> str:
+    return str(value).replace("\r", "\\r").replace("\n", "\\n")
+
