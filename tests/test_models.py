@@ -54,6 +54,22 @@ def test_small_preset_is_much_smaller_and_cheaper(small_gen, paper_gen):
     assert 0.9e9 < macs < 1.4e9  # documented: 1.13 GMACs per second of audio
 
 
+def test_base_preset_sits_between_small_and_paper(small_gen, paper_gen):
+    torch.manual_seed(0)
+    base = UpCycleGenerator.from_preset("base").eval()
+    assert count_parameters(base) == 1_785_794  # the figure in the generator's docstring
+    assert base.config["encoder_channels"] == [8, 16, 32, 128] and base.config["bottom_res_blocks"] == 2
+    assert 10 * count_parameters(small_gen) < count_parameters(base) < count_parameters(paper_gen) / 4
+    macs = macs_per_second(base, seconds=1.0)
+    assert 3.6e9 < macs < 4.6e9  # documented: 4.18 GMACs per second of audio, a quarter of the paper's
+    wav = torch.randn(2, 12345) * 0.1
+    with torch.no_grad():
+        out, spec = base.forward_with_spec(wav)
+    assert out.shape == (2, 12345) and spec.shape == (2, 2, 257, 124) and torch.isfinite(out).all()
+    mapper = UpCycleGenerator.from_preset("base", mode="map")
+    assert count_parameters(mapper) == count_parameters(base) and mapper.mode == "map"
+
+
 @pytest.mark.parametrize("length", [1, 99, 801, 12345, 16000, 32000, 116800])  # ..., 1 s, 2 s, 7.3 s
 def test_output_length_equals_input_length(small_gen, length):
     batch = 2 if length < 32000 else 1
