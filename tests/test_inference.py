@@ -111,9 +111,9 @@ def test_from_hparams_is_offline_and_links_into_savedir(model_dir, tmp_path, mon
     for name in (HPARAMS_FILE, GENERATOR_FILE):
         assert (savedir / name).is_symlink() and (savedir / name).resolve() == (model_dir / name).resolve()
     reference = torch.load(model_dir / GENERATOR_FILE, weights_only=True)
-    loaded = enh.mods.generator.state_dict()
+    loaded = enh.mods.enhance_model.generator.state_dict()
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)
-    assert not enh.mods.generator.training
+    assert not enh.mods.enhance_model.training
     out = enh.enhance_batch(torch.randn(3, 4000) * 0.1)
     assert out.shape == (3, 4000) and torch.isfinite(out).all()
     # A hub-like id that is no local folder is an error, not a download.

@@ -132,13 +132,11 @@ def render_hparams(template: str, generator_config: dict, sample_rate: int, head
 
 
 def template_path() -> Path:
-    """The model folder template: ``upcycle_se/hparams/inference.yaml`` if packaged, else the repo's
-    ``hparams/inference.yaml``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "hparams" / "inference.yaml", here.parent / "hparams" / "inference.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("the inference template hparams/inference.yaml is not installed with upcycle_se")
+    """The model folder template, ``upcycle_se/hparams/inference.yaml`` (installed with the package)."""
+    path = Path(__file__).resolve().parent / "hparams" / "inference.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: the inference template is missing from this upcycle_se installation")
+    return path
 
 
 class ExportInfo(NamedTuple):

@@ -236,13 +236,30 @@ def output_format(path: Path, in_format: Optional[str] = None, in_subtype: Optio
 
 
 # ------------------------------------------------------------------------------------------ interface
+class EnhanceModel(torch.nn.Module):
+    """A generator as SpeechBrain's ``WaveformEnhancement`` calls its ``enhance_model`` module.
+
+    ``forward(noisy)``: ``[batch, time]`` -> (enhanced ``[batch, time]``, output spectrum
+    ``[batch, 2, freq, frames]``), the ``(waveform, extra)`` pair ``WaveformEnhancement.enhance_batch``
+    unpacks. The generator is a sub-module, so its state_dict loads into ``generator`` unchanged.
+    """
+
+    def __init__(self, generator: torch.nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, noisy: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.generator(noisy, return_spec=True)
+
+
 class UpCycleEnhancement(Pretrained):
     """Up-Cycle-SENet speech enhancement (noisy -> clean generator) as a SpeechBrain pretrained model.
 
     Load a model folder (see :func:`upcycle_se.export.export_model`) with
-    ``UpCycleEnhancement.from_hparams(source=folder)``,
-    which reads local files only and never asks HuggingFace. Needed: module ``generator`` (waveform
-    ``[batch, time]`` -> ``[batch, time]`` at ``sample_rate``) and hparam ``sample_rate``; optional
+    ``UpCycleEnhancement.from_hparams(source=folder)``, which reads local files only and never asks
+    HuggingFace. Needed: module ``enhance_model`` (an :class:`EnhanceModel`, or any module mapping a
+    waveform ``[batch, time]`` at ``sample_rate`` to ``[batch, time]`` or to a tuple starting with it;
+    folders exported before it existed name it ``generator``) and hparam ``sample_rate``; optional
     defaults ``chunk_seconds``, ``overlap_seconds``, ``batch_size`` (chunks per forward pass).
 
     Example
@@ -251,13 +268,15 @@ class UpCycleEnhancement(Pretrained):
     >>> enhanced = enhancer.enhance_file("noisy.wav", output_filename="enhanced.wav")  # doctest: +SKIP
     """
 
-    MODULES_NEEDED = ["generator"]
+    MODULES_NEEDED = ["enhance_model"]
     HPARAMS_NEEDED = ["sample_rate"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if "generator" not in self.mods or self.mods["generator"] is None:
-            raise ConfigError("the model's hyperparams define no 'generator' module")
+        names = [name for name in ("enhance_model", "generator") if name in self.mods]
+        if not names:
+            raise ConfigError("the model's hyperparams define no 'enhance_model' module")
+        self._model_name = names[0]
         self.sample_rate = int(self.hparams.sample_rate)
         if self.sample_rate <= 0:
             raise ConfigError(f"the model's sample_rate must be positive, got {self.hparams.sample_rate}")
@@ -498,8 +517,8 @@ class UpCycleEnhancement(Pretrained):
     def _generate(self, wav: torch.Tensor) -> torch.Tensor:
         """Runs the generator on ``[n, T]`` at the model rate -> ``[n, T]`` float32."""
         with torch.no_grad(), self.inference_ctx:
-            out = self.mods.generator(wav)
-        if isinstance(out, (tuple, list)):  # tolerate forward_with_spec-style (wav, spec) returns
+            out = self.mods[self._model_name](wav)
+        if isinstance(out, (tuple, list)):  # EnhanceModel's (wav, spec), as WaveformEnhancement wants it
             out = out[0]
         if out.shape != wav.shape:
             raise ConfigError(f"the generator returned shape {tuple(out.shape)} for input {tuple(wav.shape)}")

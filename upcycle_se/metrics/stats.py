@@ -35,6 +35,9 @@ from upcycle_se.metrics.signals import MAX_LEN_DIFF_S, MetricWarning, SignalLike
 ALL_METRICS = ("pesq", "stoi", "estoi", "csig", "cbak", "covl", "ssnr", "llr", "wss")
 #: The columns of the paper's table (and of ``upcycle-se evaluate``'s CSV).
 DEFAULT_METRICS = ("pesq", "stoi", "csig", "cbak", "covl", "ssnr")
+#: The fields of ``speechbrain.utils.metric_stats.MetricStats.summarize``; QualityStats gives them for its
+#: first metric.
+METRICSTATS_FIELDS = ("average", "min_score", "min_id", "max_score", "max_id")
 _COMPOSITE_KEYS = {"csig", "cbak", "covl", "ssnr", "llr", "wss"}
 
 Batch = Union[torch.Tensor, np.ndarray, Sequence[SignalLike]]
@@ -187,26 +190,48 @@ class QualityStats(MetricStats):
         ``std`` is the sample standard deviation, ddof=1)."""
         return describe_rows(self.scores, self.metrics)
 
-    def summarize(self, field: Optional[str] = None) -> Union[float, Dict[str, float]]:
+    def summarize(self, field: Optional[str] = None) -> Union[float, str, None, Dict[str, float]]:
         """Means per metric over the appended utterances, skipping NaN values (with a warning saying how many).
 
         Arguments
         ---------
-        field : one metric name: return only its mean.
+        field : one metric name: return only its mean. Or one of SpeechBrain ``MetricStats``' fields
+            (:data:`METRICSTATS_FIELDS`: ``average``, ``min_score``, ``min_id``, ``max_score``,
+            ``max_id``), which describe the *first* metric (e.g. PESQ), over its finite values.
 
         Returns
         -------
-        ``{metric: mean}``, or one float with ``field``. NaN for a metric with no finite value.
+        ``{metric: mean}``, or one value with ``field``. NaN for a metric with no finite value (and
+        ``None`` for ``min_id``/``max_id`` then).
+
+        Raises
+        ------
+        KeyError: ``field`` is neither one of this object's metrics nor a ``MetricStats`` field, as
+        ``MetricStats.summarize`` raises for an unknown field.
         """
-        if field is not None and field not in self.metrics:
-            raise KeyError(f"{field!r} is not among this QualityStats' metrics {self.metrics}")
+        if field is not None and field not in self.metrics and field not in METRICSTATS_FIELDS:
+            raise KeyError(f"{field!r} is neither among this QualityStats' metrics {self.metrics} "
+                           f"nor a MetricStats field {METRICSTATS_FIELDS}")
         stats = self.describe()
         for name, s in stats.items():
             if s["n_nan"]:
                 warnings.warn(f"{name}: {s['n_nan']} of {s['n'] + s['n_nan']} utterances undefined (NaN), "
                               "left out of the mean", MetricWarning, stacklevel=2)
         self.summary = {name: s["mean"] for name, s in stats.items()}
+        if field in METRICSTATS_FIELDS:
+            return self._metricstats_summary()[field]
         return self.summary[field] if field is not None else dict(self.summary)
+
+    def _metricstats_summary(self) -> Dict[str, Union[float, str, None]]:
+        """``MetricStats.summarize()``'s dict for the first metric, NaN scores left out."""
+        values = np.array([row[self.metrics[0]] for row in self.scores], dtype=np.float64)
+        finite = np.flatnonzero(np.isfinite(values))
+        if not finite.size:
+            return {"average": math.nan, "min_score": math.nan, "min_id": None, "max_score": math.nan,
+                    "max_id": None}
+        lo, hi = finite[np.argmin(values[finite])], finite[np.argmax(values[finite])]
+        return {"average": float(values[finite].mean()), "min_score": float(values[lo]), "min_id": self.ids[lo],
+                "max_score": float(values[hi]), "max_id": self.ids[hi]}
 
     def write_stats(self, filestream, verbose: bool = False) -> None:
         """Writes a mean ± std table (one line per metric) to ``filestream`` (and stdout if ``verbose``)."""
