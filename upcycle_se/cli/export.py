@@ -1,10 +1,13 @@
 """Export the best recipe checkpoint as a model folder for `upcycle-se enhance --model`.
 
-The folder holds only what inference needs: hyperparams.yaml (from hparams/inference.yaml, with the
-generator's settings from <save>/model_config.json) and generator.ckpt (the noisy->clean generator).
-The checkpoint with the highest --ckpt-key in its CKPT.yaml is chosen (pesq by default; unixtime picks the
-latest); a CKPT+* folder given directly is exported as it is. The folder is built beside --out, checked by
-loading and running it once, then renamed into place, so a failed export leaves nothing behind.
+The folder holds what inference needs: hyperparams.yaml (from upcycle_se/hparams/inference.yaml, with
+the generator's settings from <save>/model_config.json) and generator.ckpt (the noisy->clean generator).
+It loads with upcycle_se's UpCycleEnhancement and with SpeechBrain's WaveformEnhancement. With --onnx it
+also holds generator.onnx (input "wav" [batch, time] float32 at 16 kHz, output "enhanced"), checked
+against onnxruntime. The checkpoint with the highest --ckpt-key in its CKPT.yaml is chosen (pesq by
+default; unixtime picks the latest); a CKPT+* folder given directly is exported as it is. The folder is
+built beside --out, checked by loading and running it once, then renamed into place, so a failed export
+leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -18,15 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="FOLDER", help="model folder to create")
     parser.add_argument("--ckpt-key", default="pesq", metavar="KEY",
                         help="CKPT.yaml value to maximise when choosing the checkpoint (default: pesq)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write generator.onnx, checked against onnxruntime (needs onnx, onnxruntime)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exports; prints the chosen checkpoint and the model folder."""
-    from upcycle_se.export import export_model
+    """Exports; prints the chosen checkpoint, the model folder and the ONNX check."""
+    from upcycle_se.export import ONNX_FILE, export_model
 
-    info = export_model(args.checkpoint, args.out, ckpt_key=args.ckpt_key, overwrite=args.overwrite)
+    info = export_model(args.checkpoint, args.out, ckpt_key=args.ckpt_key, overwrite=args.overwrite,
+                        onnx=args.onnx)
     how = (f"{args.ckpt_key} = {info.checkpoint.meta[args.ckpt_key]}, best of {info.n_compared}"
            if info.n_compared else "chosen by hand")
     print(f"upcycle-se export: {info.checkpoint.path.name} ({how}) -> {info.folder}")
+    if info.onnx_max_diff is not None:
+        print(f"upcycle-se export: {info.folder / ONNX_FILE} matches PyTorch within {info.onnx_max_diff:.2g} "
+              "(max abs difference, onnxruntime CPU)")
     return 0
