@@ -29,8 +29,10 @@ setup(
         "scipy",
         "tqdm",
         "tensorboard",
+        "matplotlib>=3.5",  # spectrogram figures (upcycle_se.plots)
     ],
     extras_require={
+        "onnx": ["onnx", "onnxruntime"],  # upcycle-se export --onnx
         "test": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime"],
     },
     entry_points={"console_scripts": ["upcycle-se=upcycle_se.cli:main"]},

@@ -187,3 +187,84 @@ def test_console_script(noisy, model_dir, tmp_path):
     assert len(lines) == 1 and "corrupt.wav: cannot be read as audio" in lines[0], res.stderr
     assert "1 done, 0 skipped, 1 failed" in res.stdout
     assert sf.info(out / "a.wav").frames == sf.info(noisy / "a.wav").frames
+
+
+def png_size(path: Path) -> tuple:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path}: not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_spectrogram_beside_each_output_and_for_skipped_ones(noisy, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert enhance(noisy / "a.wav", noisy / "sub", "-o", out, "--model", model_dir) == 0
+    assert not list(out.rglob("*.png"))
+    (out / "b.flac").unlink()  # redone now; a.wav and deeper/c.wav are skipped but get their figure
+    assert enhance(noisy / "a.wav", noisy / "sub", "-o", out, "--model", model_dir, "--spectrogram") == 0
+    captured = capsys.readouterr()
+    assert "1 done, 2 skipped" in captured.out and "3 spectrogram(s)" in captured.out and captured.err == ""
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert pngs == ["a.wav.png", "b.flac.png", "deeper/c.wav.png"]
+    for png in pngs:
+        assert png_size(out / png) == (1000, 500)  # two panels: noisy, enhanced
+    assert enhance(noisy / "a.wav", "-o", out, "--spectrogram") == 0  # nothing new to draw
+    assert "0 spectrogram(s)" in capsys.readouterr().out
+
+
+def make_save_folder(root: Path, seed: int = 0) -> Path:
+    """A recipe save folder holding one checkpoint of a random small generator."""
+    import json
+
+    import torch
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from upcycle_se.models import UpCycleGenerator
+
+    torch.manual_seed(seed)
+    gen = UpCycleGenerator.from_preset("small")
+    Checkpointer(root / "save", {"gen_n2c": gen}).save_checkpoint(meta={"pesq": 1.0})
+    (root / "save" / "model_config.json").write_text(json.dumps({"gen_n2c": gen.config, "sample_rate": 16000}))
+    return root / "save"
+
+
+@pytest.mark.slow
+def test_export_onnx_writes_a_graph_that_enhances_like_pytorch(tmp_path, capsys):
+    import onnxruntime as ort
+    import torch
+
+    from upcycle_se.inference import UpCycleEnhancement
+
+    save = make_save_folder(tmp_path / "run")
+    assert main(["export", "--checkpoint", str(save), "--out", str(tmp_path / "m"), "--onnx"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith(f"upcycle-se export: {tmp_path / 'm' / 'generator.onnx'} matches PyTorch within ")
+    assert float(line.split("within ")[1].split()[0]) < 1e-5  # measured ~1e-7
+    session = ort.InferenceSession(str(tmp_path / "m" / "generator.onnx"), providers=["CPUExecutionProvider"])
+    wav = torch.from_numpy(tone(0.7, 16000)[:, 0])[None]
+    (onnx_out,) = session.run(None, {"wav": wav.numpy()})
+    eager = UpCycleEnhancement.from_hparams(source=tmp_path / "m").enhance_batch(wav)
+    np.testing.assert_allclose(onnx_out, eager.numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_export_onnx_that_disagrees_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import upcycle_se.export as export
+    from upcycle_se.models import UpCycleGenerator
+
+    save = make_save_folder(tmp_path / "run")
+    real = export.export_onnx
+    monkeypatch.setattr(export, "export_onnx",  # a graph of another generator
+                        lambda generator, path: real(UpCycleGenerator.from_preset("small"), path))
+    assert main(["export", "--checkpoint", str(save), "--out", str(tmp_path / "m"), "--onnx"]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "generator.onnx: onnxruntime's output differs from PyTorch's by up to" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing left behind
+
+
+def test_export_onnx_without_onnxruntime_says_what_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    assert main(["export", "--checkpoint", str(tmp_path / "any"), "--out", str(tmp_path / "m"), "--onnx"]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "onnxruntime is missing" in lines[0] and "pip install onnx onnxruntime" in lines[0]

@@ -5,7 +5,8 @@
    hparams/upcycle_small.yaml``; unpaired by default), which ends by scoring the best checkpoint on the
    unseen test speakers (noisy vs enhanced);
 3. exports the best checkpoint to a model folder and enhances one noisy test file with it;
-4. prints the test-set table and that file's scores.
+4. prints the test-set table and that file's scores, and draws its noisy, enhanced and clean
+   spectrograms in enhanced/<name>.png.
 
 The corpus is synthetic and the run is minutes long: its scores show the pipeline working, not the
 paper's VoiceBank-DEMAND figures.
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from upcycle_se.export import export_model
     from upcycle_se.inference import UpCycleEnhancement
     from upcycle_se.metrics import composite, pesq_wb, stoi
+    from upcycle_se.plots import save_spectrograms
 
     out = Path(args.out).resolve()
     recipe = _recipe_dir()
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     enhancer.enhance_file(noisy_file, output_filename=enhanced_file)
 
     clean, _ = read_audio(corpus / "clean_testset_wav" / noisy_file.name)
-    noisy, _ = read_audio(noisy_file)
+    noisy, sample_rate = read_audio(noisy_file)
     enhanced, _ = read_audio(enhanced_file)
     print(f"\nTest set ({len(list((corpus / 'clean_testset_wav').glob('*.wav')))} files of unseen speakers "
           "and noises; synthetic corpus, not VoiceBank-DEMAND):")
@@ -85,5 +87,8 @@ def run(args: argparse.Namespace) -> int:
         scores = composite(clean.numpy(), sig.numpy())
         print(f"  {name:9s} PESQ {pesq_wb(clean.numpy(), sig.numpy()):.2f}  STOI {stoi(clean.numpy(), sig.numpy()):.3f}"
               f"  CSIG {scores['csig']:.2f}  CBAK {scores['cbak']:.2f}  COVL {scores['covl']:.2f}")
+    figure = save_spectrograms({"noisy": noisy, "enhanced": enhanced, "clean": clean}, sample_rate,
+                               enhanced_file.with_name(enhanced_file.name + ".png"), title=noisy_file.name)
+    print(f"spectrograms: {figure}")
     print(f"\ndemo finished in {time.time() - started:.0f} s; outputs in {out}")
     return 0

@@ -5,7 +5,9 @@ relative to it), at its own sample rate, channel count, length and format. Outpu
 are skipped unless --overwrite; every output is written to a hidden .part file and renamed when
 complete, so an interrupted run leaves no half-written file. A file that cannot be enhanced is reported
 on one line and counted, and the run goes on; the exit status is 1 if any file failed and 2 if there was
-nothing to enhance (a missing path, a folder with no audio).
+nothing to enhance (a missing path, a folder with no audio). With --spectrogram, OUTDIR/<name>.png (e.g.
+a.wav.png) shows the noisy and enhanced spectrograms of each output, written also for skipped outputs that
+have none yet.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, List, Tuple
+from typing import Callable, Iterable, List, Tuple
 
 from upcycle_se.audio import AUDIO_EXTENSIONS
 from upcycle_se.errors import UserError
@@ -37,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cross-fade between chunks (default: the model's, 0.5)")
     parser.add_argument("--channels", choices=("each", "downmix"), default="each",
                         help="multichannel files: enhance each channel, or downmix to mono (default: each)")
+    parser.add_argument("--spectrogram", action="store_true",
+                        help="also write <output>.png beside each output: noisy and enhanced spectrograms")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
 
 
@@ -69,19 +73,17 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(todo, desc="enhancing", unit="file", disable=None, file=sys.stderr) as bar:
             for src, dst in bar:
                 bar.set_postfix_str(src.name, refresh=False)
-                try:
-                    enhancer.enhance_to_file(src, dst, channels=args.channels, chunk_seconds=args.chunk_seconds,
-                                             overlap_seconds=args.overlap_seconds, batch_size=args.batch_size)
-                    done += 1
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except UserError as err:
-                    failed.append(_failure(src, str(err)))
-                    _report(failed[-1][0], bar)
-                except Exception as err:  # one bad file must not stop the run
-                    lines = str(err).strip().splitlines()
-                    failed.append(_failure(src, f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")))
-                    _report(failed[-1][0], bar)
+                done += _attempt(src, failed, bar, lambda: enhancer.enhance_to_file(
+                    src, dst, channels=args.channels, chunk_seconds=args.chunk_seconds,
+                    overlap_seconds=args.overlap_seconds, batch_size=args.batch_size))
+    plotted = 0
+    if args.spectrogram:
+        made = set(todo)
+        plots = [(src, dst) for src, dst in jobs
+                 if dst.is_file() and ((src, dst) in made or not spectrogram_path(dst).is_file())]
+        with tqdm(plots, desc="spectrograms", unit="file", disable=None, file=sys.stderr) as bar:
+            for src, dst in bar:
+                plotted += _attempt(src, failed, bar, lambda: write_spectrogram(src, dst))
     summary = f"{PROG}: {done} done, {skipped} skipped"
     if skipped:
         summary += " (output exists; --overwrite redoes them)"
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         counts = Counter(reason for _, reason in failed)
         summary += " (" + ", ".join(f"{n} {reason}" for reason, n in counts.most_common()) + ")"
     summary += f" -> {out_dir}"
+    if args.spectrogram:
+        summary += f"; {plotted} spectrogram(s) (<output>.png)"
     print(summary)
     return 1 if failed else 0
 
@@ -155,6 +159,38 @@ def load_enhancer(model: str = None, device: str = "cpu"):
     else:
         folder = Path(model).expanduser()
     return UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": device})
+
+
+def spectrogram_path(output: Path) -> Path:
+    """Where ``--spectrogram`` puts the figure of ``output``: beside it, ``<name>.png`` (``a.wav.png``)."""
+    return output.with_name(output.name + ".png")
+
+
+def write_spectrogram(noisy: Path, enhanced: Path) -> Path:
+    """Saves the noisy and enhanced spectrograms (channels averaged, at the files' rate) beside ``enhanced``."""
+    from upcycle_se.audio import read_audio
+    from upcycle_se.plots import save_spectrograms
+
+    noisy_sig, sample_rate = read_audio(noisy, allow_multichannel=True)
+    enhanced_sig, _ = read_audio(enhanced, allow_multichannel=True)
+    return save_spectrograms({"noisy": noisy_sig, "enhanced": enhanced_sig}, sample_rate,
+                             spectrogram_path(enhanced), title=noisy.name)
+
+
+def _attempt(src: Path, failed: List[Tuple[str, str]], bar, action: Callable[[], object]) -> int:
+    """Runs ``action`` for ``src``; 1 if it worked, else 0 with the failure reported and recorded."""
+    try:
+        action()
+        return 1
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except UserError as err:
+        failed.append(_failure(src, str(err)))
+    except Exception as err:  # one bad file must not stop the run
+        lines = str(err).strip().splitlines()
+        failed.append(_failure(src, f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")))
+    _report(failed[-1][0], bar)
+    return 0
 
 
 def _failure(path: Path, message: str) -> Tuple[str, str]:
