@@ -16,9 +16,14 @@ stage writes a per-file metrics CSV, a noisy-vs-enhanced summary table and a few
 
 A step whose loss or gradient norm is not finite is skipped (no parameter is touched), counted and
 logged; after ``nonfinite_patience`` such steps in a row training stops with :class:`TrainingDivergedError`,
-before any checkpoint of a poisoned model can be written. Checkpoint folders left incomplete by a run killed
-while saving are set aside before recovery (:mod:`upcycle_se.checkpoints`), so a rerun resumes from the
-last complete one.
+before any checkpoint of a poisoned model can be written. Under DDP the decision to skip is collective (every
+process skips when any one sees a non-finite value), so no process waits forever in a gradient all-reduce
+that another one skipped.
+
+Checkpoints are saved atomically (:class:`upcycle_se.checkpoints.AtomicCheckpointer`, also when the hparams
+give a plain SpeechBrain ``Checkpointer``): a kill at any instant leaves a complete ``CKPT+*`` folder or none.
+Incomplete folders written by older versions are set aside before recovery, so a rerun resumes from the
+last complete checkpoint.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from upcycle_se.audio import write_audio_atomic
-from upcycle_se.checkpoints import set_aside_incomplete_checkpoints
+from upcycle_se.checkpoints import make_atomic, set_aside_incomplete_checkpoints
 from upcycle_se.errors import UserError
 from upcycle_se.losses import AdversarialLoss, LossConfig, spectral_l1, waveform_l1
 from upcycle_se.lr_policy import EpochLRPolicy
@@ -62,6 +67,10 @@ class UpCycleBrain(sb.Brain):
     """
 
     # ------------------------------------------------------------------ set-up
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        make_atomic(self.checkpointer)  # every save of this Brain is all-or-nothing
+
     def on_fit_start(self):
         """Validates the loss config, writes ``model_config.json`` for export, then SpeechBrain's set-up."""
         self.loss_cfg = LossConfig.from_hparams(dict(self.hparams.loss))
@@ -236,11 +245,23 @@ class UpCycleBrain(sb.Brain):
         self.scaler.step(optimizer)
         self.optimizer_step += 1
 
+    def _finite_everywhere(self, value: torch.Tensor) -> bool:
+        """True if ``value`` is finite on this process and, under DDP, on every other one.
+
+        The all-reduce makes skipping a collective decision: a process that skipped its backward while the
+        others ran theirs would leave them waiting in DDP's gradient all-reduce forever.
+        """
+        finite = torch.isfinite(value.detach()).all().to(torch.float32)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        return bool(finite.item())
+
     def _finite_or_skip(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> bool:
-        """True if ``loss`` is finite; otherwise counts the step as skipped (once per batch) and stops
-        after ``nonfinite_patience`` such steps in a row. :meth:`fit_batch` resets the run of bad steps
-        when a whole step was finite."""
-        if torch.isfinite(loss):
+        """True if ``loss`` is finite on every process; otherwise counts the step as skipped (once per
+        batch) and stops after ``nonfinite_patience`` such steps in a row. :meth:`fit_batch` resets the run
+        of bad steps when a whole step was finite. All processes reach the same answer, so they skip,
+        count and stop together."""
+        if self._finite_everywhere(loss):
             return True
         if not getattr(self, "_step_nonfinite", False):
             self._step_nonfinite = True
@@ -248,7 +269,7 @@ class UpCycleBrain(sb.Brain):
             self.nonfinite_total += 1
         if getattr(self, "_step_buffers", None) is not None:
             self._restore_buffers(self._step_buffers)
-        bad = ", ".join(k for k, v in terms.items() if not torch.isfinite(v)) or "loss"
+        bad = ", ".join(k for k, v in terms.items() if not torch.isfinite(v).all()) or "loss on another process"
         logger.warning(f"non-finite {bad}: step skipped ({self.nonfinite_in_a_row} in a row, "
                        f"{self.nonfinite_total} this run)")
         for opt in self.optimizers_dict.values():

@@ -12,25 +12,30 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import soundfile as sf
+import yaml
+
+from upcycle_se.checkpoints import checkpoint_problem
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoiceBankDEMAND"
+KILL_TRAIN = Path(__file__).resolve().parents[1] / "kill_train.py"
+#: Every file a complete checkpoint of the recipe holds.
+RECIPE_CKPT_FILES = ("gen_n2c", "gen_c2n", "disc_clean", "disc_noisy", "counter", "brain", "g_optimizer",
+                     "d_optimizer")
 FAST = ["--crop_samples=8000", "--batch_size=2", "--n_jobs=1", "--num_workers=0", "--device=cpu",
         "--valid_metrics=[pesq]", "--n_enhanced_to_save=2"]
 
 
-def _train(corpus: Path, out: Path, *extra: str, epochs=(1, 1), wait=True, timeout=600):
-    cmd = [sys.executable, "train.py", "hparams/upcycle_small.yaml", f"--data_folder={corpus}",
+def _train(corpus: Path, out: Path, *extra: str, epochs=(1, 1), kill_at: str = None, timeout=600):
+    """train.py in a subprocess; ``kill_at``: SIGKILLed at that instant (see ``tests/kill_train.py``)."""
+    script = str(KILL_TRAIN) if kill_at else "train.py"
+    cmd = [sys.executable, script, "hparams/upcycle_small.yaml", f"--data_folder={corpus}",
            f"--output_folder={out}", f"--prep_folder={out.parent / 'prep'}",
            f"--n_epochs={epochs[0]}", f"--n_epochs_decay={epochs[1]}", *FAST, *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    if not wait:
-        return subprocess.Popen(cmd, cwd=RECIPE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **({"KILL_AT": kill_at} if kill_at else {})}
     return subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -96,29 +101,24 @@ def test_missing_data_folder_is_one_clear_line(tmp_path):
 
 @pytest.mark.slow
 def test_kill_and_resume_continues_from_last_checkpoint(tiny_corpus, tmp_path):
+    """kill -9 at the instant the epoch-1 checkpoint appears (no polling: the run kills itself right after
+    the rename that publishes it), then the same command again: it goes on with epoch 2."""
     out = tmp_path / "resume"
-    proc = _train(tiny_corpus, out, epochs=(3, 0), wait=False)
-    deadline = time.time() + 300
-    try:  # kill -9 as soon as the first end-of-epoch checkpoint is complete
-        while time.time() < deadline and not list((out / "save").glob("CKPT+*/CKPT.yaml")):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    ckpt_meta = list((out / "save").glob("CKPT+*/CKPT.yaml"))
-    assert ckpt_meta, "no checkpoint was written before the deadline"
-    last_epoch = max(int(re.search(r"^epoch: (\d+)", m.read_text(), re.M).group(1)) for m in ckpt_meta)
-    assert last_epoch < 3
-    lines_before = len((out / "train_log.txt").read_text().splitlines())
+    killed = _train(tiny_corpus, out, epochs=(1, 2), kill_at="publish:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
+    (ckpt,) = (out / "save").glob("CKPT+*")
+    assert checkpoint_problem(ckpt, RECIPE_CKPT_FILES) is None  # every file there, none truncated
+    assert yaml.safe_load((ckpt / "CKPT.yaml").read_text())["epoch"] == 1
+    assert re.findall(r"^epoch: (\d+)", (out / "train_log.txt").read_text(), re.M) == ["1"]
 
-    run = _train(tiny_corpus, out, epochs=(3, 0))
+    run = _train(tiny_corpus, out, epochs=(1, 2))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    new_lines = "\n".join((out / "train_log.txt").read_text().splitlines()[lines_before:])
-    resumed = [int(e) for e in re.findall(r"^epoch: (\d+)", new_lines, re.M)]
-    # the rerun continued after the last complete checkpoint instead of starting over
-    assert resumed == list(range(last_epoch + 1, 4)), resumed
     assert "Loading a checkpoint" in run.stdout + run.stderr
+    log = (out / "train_log.txt").read_text()
+    # the rerun went on after the last complete checkpoint, with the linear decay's learning rates
+    assert re.findall(r"^epoch: (\d+), lr: ([^ ]+)", log, re.M) == [("1", "1.00e-03"), ("2", "6.67e-04"),
+                                                                   ("3", "3.33e-04")]
+    assert not list((out / "save").glob(".*"))  # nothing hidden left over: no staging, nothing set aside
 
 
 @pytest.mark.slow

@@ -1,13 +1,16 @@
 """kill -9 during training (in the middle of checkpoint writes) and during `upcycle-se enhance`, then rerun.
 
-Kills are injected deterministically: a small wrapper runs the real ``train.py`` / ``upcycle-se`` in a
+Kills are injected at chosen instants: a small wrapper runs the real ``train.py`` / ``upcycle-se`` in a
 subprocess and SIGKILLs *itself* at a chosen write (half-way through the Nth ``torch.save`` of a given
-checkpoint file, or after the Nth block of an enhanced file), which leaves exactly what a kill at that
-instant leaves. One more kill of ``enhance`` is timed from outside.
+checkpoint file, before the Nth fsync of a save, right after a checkpoint folder is published, or after
+the Nth block of an enhanced file), which leaves exactly what a kill at that instant leaves, whatever the
+machine's speed. One more kill of each is timed from outside, at a random moment.
 """
 from __future__ import annotations
 
+import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -24,7 +27,8 @@ import yaml
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from upcycle_se.checkpoints import INCOMPLETE_PREFIX, checkpoint_problem, set_aside_incomplete_checkpoints
+from upcycle_se.checkpoints import (INCOMPLETE_PREFIX, STAGING_PREFIX, AtomicCheckpointer, checkpoint_problem,
+                                   make_atomic, set_aside_incomplete_checkpoints)
 from upcycle_se.errors import UserError
 from upcycle_se.inference import find_best_checkpoint
 
@@ -37,29 +41,8 @@ FAST = ["--crop_samples=8000", "--batch_size=2", "--n_jobs=1", "--num_workers=0"
 RECIPE_CKPT_FILES = ("gen_n2c", "gen_c2n", "disc_clean", "disc_noisy", "counter", "brain", "g_optimizer",
                      "d_optimizer")
 
-# Runs train.py and SIGKILLs the process during the KILL_NTH torch.save of a file named KILL_FILE, after
-# writing the first KILL_FRAC of its bytes (0: before the file is created).
-TRAIN_KILLER = r"""
-import io, os, runpy, signal, sys
-import torch
-target, nth, frac = os.environ["KILL_FILE"], int(os.environ["KILL_NTH"]), float(os.environ["KILL_FRAC"])
-seen = [0]
-real_save = torch.save
-def save(obj, f, *args, **kwargs):
-    if isinstance(f, (str, os.PathLike)) and os.path.basename(os.fspath(f)) == target:
-        seen[0] += 1
-        if seen[0] == nth:
-            buf = io.BytesIO()
-            real_save(obj, buf, *args, **kwargs)
-            if frac > 0:
-                with open(f, "wb") as out:
-                    out.write(buf.getvalue()[: int(len(buf.getvalue()) * frac)])
-            os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(obj, f, *args, **kwargs)
-torch.save = save
-sys.argv = ["train.py", *sys.argv[1:]]
-runpy.run_path("train.py", run_name="__main__")
-"""
+#: Runs train.py and SIGKILLs it at the instant $KILL_AT names (see the script).
+TRAIN_KILLER = REPO / "tests" / "kill_train.py"
 
 # Runs `upcycle-se` and, with KILL_AT_BLOCK=N, SIGKILLs the process right after the Nth block written to
 # an output file (flushed: a half-written hidden .part file is left behind).
@@ -181,74 +164,139 @@ def _small_corpus(tiny_corpus: Path, root: Path) -> Path:
     return data
 
 
-def _train(data: Path, out: Path, kill=None, timeout=600) -> subprocess.CompletedProcess:
-    """train.py (3 epochs: 1 + 2 of linear decay) in a subprocess; ``kill=(file, nth, fraction)``."""
+def _train(data: Path, out: Path, kill_at: str = None, wait: bool = True, timeout=600):
+    """train.py (3 epochs: 1 + 2 of linear decay) in a subprocess, killed at ``kill_at`` (see TRAIN_KILLER)."""
     argv = ["hparams/upcycle_small.yaml", f"--data_folder={data}", f"--output_folder={out}",
             f"--prep_folder={out.parent / 'prep'}", "--n_epochs=1", "--n_epochs_decay=2", *FAST]
     env = dict(ENV)
-    if kill is None:
+    if kill_at is None:
         cmd = [sys.executable, "train.py", *argv]
     else:
-        cmd = [sys.executable, "-c", TRAIN_KILLER, *argv]
-        env.update(KILL_FILE=kill[0], KILL_NTH=str(kill[1]), KILL_FRAC=str(kill[2]))
+        cmd = [sys.executable, str(TRAIN_KILLER), *argv]
+        env["KILL_AT"] = kill_at
+    if not wait:
+        return subprocess.Popen(cmd, cwd=RECIPE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _epochs(train_log: Path) -> list:
     """(epoch, lr, train loss) of every epoch line of the FileTrainLogger, in order."""
+    if not train_log.is_file():
+        return []
     return [(int(e), lr, float(loss)) for e, lr, loss in
             re.findall(r"^epoch: (\d+), lr: ([^ ]+) - train loss: ([-0-9.e+]+)", train_log.read_text(), re.M)]
 
 
-def _incomplete(save: Path) -> list:
-    return [c for c in save.glob("CKPT+*") if checkpoint_problem(c, RECIPE_CKPT_FILES)]
+def _complete_epochs(save: Path) -> list:
+    """Epochs of the published CKPT+ folders, after checking that every one of them is complete."""
+    folders = sorted(save.glob("CKPT+*"))
+    problems = {c.name: checkpoint_problem(c, RECIPE_CKPT_FILES) for c in folders}
+    assert not any(problems.values()), f"a kill left an incomplete checkpoint: {problems}"
+    return sorted(yaml.safe_load((c / "CKPT.yaml").read_text())["epoch"] for c in folders)
+
+
+#: Kill points of the seeded "random instant" kills: inside a save (during a file, between files, between
+#: fsyncs) or right after a checkpoint appeared.
+KILL_POINTS = ["save:gen_n2c.ckpt:{n}:{frac}", "save:d_optimizer.ckpt:{n}:{frac}", "save:g_optimizer.ckpt:{n}:0",
+               "fsync:{k}", "publish:{n}"]
 
 
 @pytest.mark.slow
-def test_kills_during_checkpoint_writes_then_resume_from_the_last_complete_one(tiny_corpus, tmp_path):
-    """Three runs killed inside a checkpoint save (half-way through the first file, half-way through the
-    last file, between two files), then a run to the end: every rerun resumes from the last complete
-    checkpoint, repeats the interrupted epoch with the same learning rate and losses, and finishes."""
+def test_kills_at_any_instant_leave_whole_checkpoints_and_resume_after_the_last_one(tiny_corpus, tmp_path):
+    """Runs killed at seeded random instants (inside a save or right after one) and once from outside at a
+    random moment, then a run to the end. After every kill each ``CKPT+*`` folder is complete; every rerun
+    starts with the epoch after the last complete checkpoint, with that epoch's learning rate, and a repeated
+    epoch draws the same crops from the same state (same loss)."""
     data = _small_corpus(tiny_corpus, tmp_path)
     out = tmp_path / "run"
     save = out / "save"
-    kills = [("gen_n2c.ckpt", 2, 0.5),  # epoch 2's checkpoint, first file half-written
-             ("d_optimizer.ckpt", 1, 0.5),  # resumed at epoch 2: its checkpoint, last file half-written
-             ("g_optimizer.ckpt", 2, 0.0)]  # epoch 2 saved, epoch 3's killed before its optimizer files
-    last_complete_epoch = [1, 1, 2]
-    for kill, epoch in zip(kills, last_complete_epoch):
-        run = _train(data, out, kill=kill)
-        assert run.returncode == -signal.SIGKILL, run.stdout[-2000:] + run.stderr[-2000:]
-        assert len(_incomplete(save)) == 1, f"{kill}: the kill did not leave an incomplete checkpoint"
-        complete = [c for c in save.glob("CKPT+*") if c not in _incomplete(save)]
-        assert [yaml.safe_load((c / "CKPT.yaml").read_text())["epoch"] for c in complete] == [epoch]
-        assert "Traceback" not in run.stderr
-    run = _train(data, out)
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-3000:]
-    assert "Traceback" not in log
-    assert log.count("is incomplete") == 1 and "Loading a checkpoint from" in log
+    rng = random.Random(int(os.environ.get("KILL_SEED", "20261202")))  # another seed: other instants
+    n_files = len(RECIPE_CKPT_FILES)
+    kills = [point.format(n=1, frac=round(rng.uniform(0.05, 0.95), 2), k=rng.randint(1, n_files + 2))
+             for point in rng.sample(KILL_POINTS, 2)]
+    kills.insert(1, "publish:1")  # the instant a new CKPT+ folder appears
+    durations = []
+    for kill in kills + ["outside", None]:
+        before = _epochs(out / "train_log.txt")
+        resume_from = max(_complete_epochs(save), default=0) + 1
+        if kill == "outside":  # from outside, at a random moment of a run as long as the previous one
+            proc = _train(data, out, wait=False)
+            try:
+                proc.communicate(timeout=rng.uniform(0.2, 1.0) * durations[-1])
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+            returncode = proc.returncode
+        else:
+            start = time.monotonic()
+            run = _train(data, out, kill_at=kill)
+            durations.append(time.monotonic() - start)
+            returncode = run.returncode
+            assert "Traceback" not in run.stderr, run.stderr[-3000:]
+        if kill is None:
+            assert returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        elif kill != "outside":
+            assert returncode == -signal.SIGKILL, f"{kill}: {run.stdout[-2000:]} {run.stderr[-2000:]}"
+        assert _complete_epochs(save) == sorted(set(_complete_epochs(save)))  # whole, each epoch once
+        new = _epochs(out / "train_log.txt")[len(before):]
+        if new:  # the run went on with the epoch after the last complete checkpoint
+            assert new[0][0] == resume_from, (kill, resume_from, new)
+    assert not list(save.glob(f"{INCOMPLETE_PREFIX}*"))  # atomic saves: nothing to set aside
+    assert not list(save.glob(f"{STAGING_PREFIX}*"))  # the last run's saves removed what kills left
 
     epochs = _epochs(out / "train_log.txt")
-    # 1 2 | (2) | 2 3 | 3: each rerun repeats the epoch whose checkpoint was cut short
-    assert [e for e, _, _ in epochs] == [1, 2, 2, 2, 3, 3]
+    assert [e for e, _, _ in epochs][-1] == 3 and max(_complete_epochs(save)) == 3
     # the linear decay continues across the kills
     assert {e: lr for e, lr, _ in epochs} == {1: "1.00e-03", 2: "6.67e-04", 3: "3.33e-04"}
     assert len({(e, lr) for e, lr, _ in epochs}) == 3
     # a repeated epoch starts from the same checkpoint and draws the same crops: same loss
-    for epoch in (2, 3):
+    for epoch in (1, 2, 3):
         losses = [loss for e, _, loss in epochs if e == epoch]
         assert max(losses) - min(losses) <= 0.01 * abs(losses[0]), (epoch, losses)
-
-    assert len(list(save.glob(f"{INCOMPLETE_PREFIX}CKPT+*"))) == 3  # set aside, never deleted or loaded
-    final = list(save.glob("CKPT+*"))
-    assert final and not _incomplete(save)
-    for ckpt in final:  # every remaining checkpoint loads, file by file
+    for ckpt in save.glob("CKPT+*"):  # every remaining checkpoint loads, file by file
         for f in ckpt.glob("*.ckpt"):
             if f.stem not in ("counter", "brain", "dataloader-TRAIN"):
                 torch.load(f, weights_only=False)
-    assert max(yaml.safe_load((c / "CKPT.yaml").read_text())["epoch"] for c in final) == 3
     assert (out / "test_summary.md").is_file()
+
+
+def test_an_interrupted_save_leaves_no_checkpoint_and_the_next_save_cleans_up(tmp_path, monkeypatch):
+    """In-process: a save that fails half-way (as a kill would stop it) publishes nothing; SpeechBrain's
+    recovery and export ignore the hidden staging folder; the next save removes it and is complete."""
+    save = tmp_path / "save"
+    ckpter, model, counter = _checkpointer(save)
+    ckpter = AtomicCheckpointer(save, dict(ckpter.recoverables))
+    counter.current = 1
+    first = ckpter.save_checkpoint(meta={"pesq": 1.0}, verbosity=logging.DEBUG)
+    assert first.path.name.startswith("CKPT+") and checkpoint_problem(first.path, ("gen_n2c", "g_optimizer")) is None
+    assert sorted(first.paramfiles) == ["counter", "g_optimizer", "gen_n2c"]
+    assert all(p.parent == first.path and p.is_file() for p in first.paramfiles.values())
+
+    real_save = torch.save
+    def dying_save(obj, f, *args, **kwargs):  # the optimizer file is cut short, then the "process" dies
+        if os.path.basename(os.fspath(f)) == "g_optimizer.ckpt":
+            Path(f).write_bytes(b"PK\x03\x04")
+            raise KeyboardInterrupt
+        return real_save(obj, f, *args, **kwargs)
+    monkeypatch.setattr(torch, "save", dying_save)
+    counter.current = 2
+    with pytest.raises(KeyboardInterrupt):
+        ckpter.save_checkpoint(meta={"pesq": 9.0})
+    monkeypatch.setattr(torch, "save", real_save)
+    (staging,) = save.glob(f"{STAGING_PREFIX}CKPT+*")
+    assert [c.path for c in ckpter.list_checkpoints()] == [first.path]
+    assert find_best_checkpoint(save)[0].path == first.path
+
+    fresh, _, fresh_counter = _checkpointer(save, seed=1)
+    assert fresh.recover_if_possible().path == first.path and fresh_counter.current == 1
+    counter.current = 3
+    second = ckpter.save_checkpoint(meta={"pesq": 2.0})
+    assert not staging.exists() and sorted(save.iterdir()) == sorted([first.path, second.path])
+    assert yaml.safe_load((second.path / "CKPT.yaml").read_text())["pesq"] == 2.0
+    # a plain SpeechBrain Checkpointer handed to the Brain becomes atomic (same state, same recoverables)
+    plain = Checkpointer(tmp_path / "other", {"gen_n2c": model})
+    assert make_atomic(plain) is plain and isinstance(plain, AtomicCheckpointer)
+    assert plain.save_checkpoint().path.parent == tmp_path / "other"
 
 
 # -------------------------------------------------------------------------------------- enhance
