@@ -15,7 +15,10 @@ Steps (each one reused when its output already exists in ``--work``, so an inter
 3. score the noisy test input and the classical baselines (``benchmarks.baselines``) on every test file;
 4. train each Up-Cycle-SENet system with ``recipes/VoiceBankDEMAND/train.py`` in a subprocess (its test
    stage scores the best-validation checkpoint on the same test files);
-5. write the table (mean ± 95 % CI over files, Student t) between the quality markers of the results file.
+5. the real-voice set (``upcycle_se.data.realvoice``: ALSA's recorded voice clips x the test noises x the
+   test SNRs): noisy, every baseline and every trained system (its best checkpoint, exported) scored on it;
+6. write the tables (mean ± 95 % CI over files, Student t; also per noise family) between the quality
+   markers of the results file.
 
 The corpus is synthetic (flite / espeak-ng voices, generated noise): scores on it are never
 VoiceBank-DEMAND scores, and the results file says so.
@@ -84,6 +87,9 @@ class Budget:
     parallel: int = 1  # trainings run side by side (one thread each on CPU)
     threads: Optional[int] = None  # torch threads per training (OMP_NUM_THREADS)
     extra: Dict[str, str] = field(default_factory=dict)
+    realvoice: bool = True  # also score everything on the real-voice set
+    realvoice_noises: Optional[List[str]] = None  # None: the corpus's test noises
+    realvoice_snrs: Optional[List[float]] = None  # None: the corpus's test SNRs
 
 
 SYSTEMS: Dict[str, System] = {s.name: s for s in (
@@ -107,7 +113,8 @@ BUDGETS: Dict[str, Budget] = {
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,
-                   extra={"n_enhanced_to_save": "0", "valid_metrics": "[pesq]"}),
+                   extra={"n_enhanced_to_save": "0", "valid_metrics": "[pesq]"},
+                   realvoice_noises=["pink", "clicks"], realvoice_snrs=[2.5]),
 }
 
 BASELINE_LABELS = {
@@ -185,17 +192,30 @@ def prepare(work: Path, budget: Budget, log) -> Path:
     return sub
 
 
-def score_reference_systems(work: Path, names: Sequence[str], n_jobs: int, log) -> Dict[str, Dict]:
-    """Noisy input and classical baselines, scored on every test file; per-file rows and wall times."""
+def test_set_dirs(work: Path, test_set: str = "synthetic") -> Dict[str, Path]:
+    """``clean``, ``noisy`` and ``enhanced`` (root of the per-system outputs) folders of a test set."""
+    if test_set == "synthetic":
+        root, enhanced = work / "corpus", work / "enhanced"
+    elif test_set == "realvoice":
+        root, enhanced = work / "realvoice", work / "enhanced_realvoice"
+    else:
+        raise ValueError(f"unknown test set {test_set!r}")
+    return {"clean": root / "clean_testset_wav", "noisy": root / "noisy_testset_wav", "enhanced": enhanced}
+
+
+def score_reference_systems(work: Path, names: Sequence[str], n_jobs: int, log,
+                            test_set: str = "synthetic") -> Dict[str, Dict]:
+    """Noisy input and classical baselines, scored on every file of ``test_set``; per-file rows and wall times."""
     from benchmarks.baselines import BASELINES
     from upcycle_se.audio import list_audio_files, load_mono, write_audio_atomic
     from upcycle_se.metrics import evaluate_folders
 
-    clean_dir, noisy_dir = work / "corpus" / "clean_testset_wav", work / "corpus" / "noisy_testset_wav"
+    dirs = test_set_dirs(work, test_set)
+    clean_dir, noisy_dir = dirs["clean"], dirs["noisy"]
     results: Dict[str, Dict] = {}
     files = list_audio_files(noisy_dir)
     for i, name in enumerate(names):
-        out_dir = work / "enhanced" / name
+        out_dir = dirs["enhanced"] / name
         t0 = time.perf_counter()
         done = out_dir.is_dir() and len(list_audio_files(out_dir)) == len(files)
         if not done:
@@ -205,7 +225,7 @@ def score_reference_systems(work: Path, names: Sequence[str], n_jobs: int, log) 
                 enh = BASELINES[name](sig, 16000)
                 write_audio_atomic(out_dir / Path(path).name, np.clip(enh, -1.0, 1.0).astype(np.float32), 16000)
         t_enh = time.perf_counter() - t0
-        cache = work / "enhanced" / f"{name}_scores.json"
+        cache = dirs["enhanced"] / f"{name}_scores.json"
         if cache.is_file():
             results[name], noisy_rows = json.loads(cache.read_text())
         else:
@@ -217,8 +237,73 @@ def score_reference_systems(work: Path, names: Sequence[str], n_jobs: int, log) 
         rows = results[name]["rows"]
         if i == 0:
             results["noisy"] = {"rows": noisy_rows, "notes": []}
-        log(f"{name}: PESQ {summarize(rows)['pesq']['mean']:.3f} ({len(rows)} files, enhance {t_enh:.1f} s)")
+        log(f"{test_set} {name}: PESQ {summarize(rows)['pesq']['mean']:.3f} ({len(rows)} files, "
+            f"enhance {t_enh:.1f} s)")
     return results
+
+
+def build_realvoice_set(work: Path, budget: Budget, corpus: Dict, log) -> Dict:
+    """Builds (or reuses) the real-voice set under ``work/realvoice`` with the corpus's test noises and SNRs."""
+    from upcycle_se.data.realvoice import build_realvoice
+
+    info = build_realvoice(work / "realvoice", sample_rate=16000, seed=CORPUS_SEED,
+                           noises=budget.realvoice_noises or corpus["noises"]["test"],
+                           snrs=budget.realvoice_snrs or corpus["snrs"]["test"])
+    log(f"real-voice set: {info['utterances']} files ({'reused' if info['reused'] else 'built'} in "
+        f"{info['build_seconds']:.1f} s)")
+    return info
+
+
+def score_trained_realvoice(work: Path, name: str, n_jobs: int, log) -> Dict[str, Dict[str, float]]:
+    """Exports the best checkpoint of ``runs/<name>`` (by validation PESQ, as the recipe's test stage picks it),
+    enhances every real-voice file with it and scores them; ``{file stem: {metric: value}}`` (cached)."""
+    from upcycle_se.audio import list_audio_files
+    from upcycle_se.export import export_model
+    from upcycle_se.inference import UpCycleEnhancement
+    from upcycle_se.metrics import evaluate_folders
+
+    dirs = test_set_dirs(work, "realvoice")
+    cache = dirs["enhanced"] / f"{name}_scores.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    model_dir = work / "models" / name
+    if not (model_dir / "hyperparams.yaml").is_file():
+        export_model(work / "runs" / name, model_dir, overwrite=True)
+    model = UpCycleEnhancement.from_hparams(model_dir, savedir=model_dir)
+    out_dir = dirs["enhanced"] / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for path in list_audio_files(dirs["noisy"]):
+        model.enhance_file(path, out_dir / Path(path).name)
+    ev = evaluate_folders(dirs["clean"], out_dir, metrics=METRICS, n_jobs=n_jobs)
+    rows = {Path(f).stem: r for f, r in zip(ev.files, ev.enhanced)}
+    cache.write_text(json.dumps(rows))
+    log(f"realvoice {name}: PESQ {summarize(rows)['pesq']['mean']:.3f} ({len(rows)} files, "
+        f"enhance {time.perf_counter() - t0:.1f} s)")
+    return rows
+
+
+def noise_families(work: Path, test_set: str) -> Dict[str, str]:
+    """``{file stem: noise family}`` of a test set, from its ``log_testset.txt``."""
+    root = work / ("corpus" if test_set == "synthetic" else "realvoice")
+    out = {}
+    for line in (root / "logfiles" / "log_testset.txt").read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            out[parts[0]] = parts[1]
+    return out
+
+
+def by_family(rows: Dict[str, Dict[str, float]], families: Dict[str, str], metric: str,
+              classes: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, float]]:
+    """Mean ± 95 % CI of ``metric`` per noise family (and per class, e.g. stationary / non-stationary)."""
+    groups: Dict[str, List[float]] = {}
+    for stem, r in rows.items():
+        fam = families[stem]
+        groups.setdefault(fam, []).append(r[metric])
+        if classes:
+            groups.setdefault(classes[fam], []).append(r[metric])
+    return {g: ci95(v) for g, v in groups.items()}
 
 
 def train_command(budget: Budget, system: System, work: Path, prep: Path) -> List[str]:
@@ -337,7 +422,9 @@ def render(state: Dict, budget: Budget, command: str, analysis: str = "") -> str
     corpus = state["corpus"]
     lines = [BEGIN, "## Quality", "",
              f"**Corpus: synthetic** (`upcycle_se.data.corpus`, preset `{budget.preset}`, seed {CORPUS_SEED}; "
-             "flite / espeak-ng voices with per-speaker warps, generated noise). "
+             "flite / espeak-ng voices with per-speaker warps"
+             + (", half of the training speakers Piper neural pseudo-speakers" if _has_piper(budget.preset) else "")
+             + ", generated noise). "
              f"Train: {corpus['train']['speakers']} speakers, {corpus['train']['utterances']} files "
              f"({corpus['train']['seconds'] / 60:.0f} min), noises {', '.join(corpus['noises']['train'])}, "
              f"SNR {'/'.join(f'{x:g}' for x in corpus['snrs']['train'])} dB. "
@@ -353,11 +440,7 @@ def render(state: Dict, budget: Budget, command: str, analysis: str = "") -> str
                 else f"(corpus build {state['corpus_seconds']:.0f} s)."), "",
              "Mean ± 95 % CI (Student t) over the test files; every row scored on the same "
              f"{state['n_test']} files with `upcycle_se.metrics` (PESQ = wide-band P.862.2; SSNR in dB).", "",
-             "| System | PESQ | STOI | CSIG | CBAK | COVL | SSNR |", "|---|---|---|---|---|---|---|"]
-    for key, row in rows.items():
-        s = row["summary"]
-        cells = [_cell(s[k], 3 if k == "stoi" else 2) for k in METRICS]
-        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+             *_metric_table(rows)]
     trained = [r for r in rows.values() if r.get("record")]
     if trained:
         subset = ("every training utterance" if budget.train_utts_per_speaker is None else
@@ -376,7 +459,13 @@ def render(state: Dict, budget: Budget, command: str, analysis: str = "") -> str
             lines.append(f"| {sysd.label} | {sysd.unpaired} | {sysd.loss_type} | {sysd.mask_type} | {rec['epochs']} "
                          f"| {rec['steps']} | {rec['batch_size']} x {rec['crop_samples'] / 16000:g} s "
                          f"| {rec['steps'] // rec['epochs'] * rec['batch_size']} | {rec['best_epoch']} | {rec['wall_seconds'] / 60:.1f} min |")
-    lines += ["", "### Verdict", "", *verdict(rows), ""]
+    lines += family_tables(rows, state.get("families", {}).get("synthetic"), "synthetic test set")
+    if state.get("realvoice"):
+        lines += render_realvoice(state["realvoice"], state.get("families", {}).get("realvoice"))
+    lines += ["", "### Verdict", "", *verdict(rows)]
+    if state.get("realvoice"):
+        lines += realvoice_verdict(state["realvoice"]["rows"])
+    lines += [""]
     if analysis.strip():
         lines += ["### Analysis", "", analysis.strip(), ""]
     lines += ["### Reproduce", "", "```bash", command,
@@ -387,6 +476,80 @@ def render(state: Dict, budget: Budget, command: str, analysis: str = "") -> str
               "`full` synthetic preset) is for a machine with a GPU; it has not been run here and no numbers "
               "are reported for it.", END]
     return "\n".join(lines) + "\n"
+
+
+def _metric_table(rows: Dict[str, Dict]) -> List[str]:
+    lines = ["| System | PESQ | STOI | CSIG | CBAK | COVL | SSNR |", "|---|---|---|---|---|---|---|"]
+    for row in rows.values():
+        cells = [_cell(row["summary"][k], 3 if k == "stoi" else 2) for k in METRICS]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def family_tables(rows: Dict[str, Dict], families: Optional[Dict[str, str]], what: str,
+                  classes: Optional[Dict[str, str]] = None) -> List[str]:
+    """PESQ and STOI per noise family (and per class) of every row: mean ± 95 % CI over that family's files."""
+    if not families:
+        return []
+    order = sorted(set(families.values()))
+    if classes:
+        order += [c for c in ("stationary", "non-stationary") if c in set(classes.values())]
+    lines = []
+    for metric, digits in (("pesq", 2), ("stoi", 3)):
+        counts = {g: sum(1 for f in families.values() if f == g or (classes and classes.get(f) == g)) for g in order}
+        lines += ["", f"{metric.upper()} per noise family, {what} (files per family in brackets):", "",
+                  "| System | " + " | ".join(f"{g} ({counts[g]})" for g in order) + " |",
+                  "|---|" + "---|" * len(order)]
+        for row in rows.values():
+            groups = by_family(row["rows"], families, metric, classes)
+            lines.append(f"| {row['label']} | " + " | ".join(_cell(groups[g], digits) for g in order) + " |")
+    return lines
+
+
+def render_realvoice(rv: Dict, families: Optional[Dict[str, str]]) -> List[str]:
+    """The real-voice section: overall table, then per family and per stationary / non-stationary class."""
+    info = rv["info"]
+    classes = info["noise_class"]
+    lines = ["", "### Real recorded voice",
+             "", f"**Real-voice set** (`upcycle_se.data.realvoice`, seed {info['seed']}): ALSA's {info['clips']} recorded "
+             f"voice clips (one real speaker, short phrases) x the test noises {', '.join(info['noises'])} "
+             f"({', '.join(f'{k}: {v}' for k, v in classes.items())}) x SNR "
+             f"{'/'.join(f'{x:g}' for x in info['snrs'])} dB = {info['utterances']} files "
+             f"({info['seconds'] / 60:.1f} min). Trained rows: each run's best-validation checkpoint, exported and "
+             "applied with `UpCycleEnhancement` (4 s chunks). One speaker: a generalization check, not a "
+             "benchmark of real speech, and not VoiceBank-DEMAND.", ""]
+    lines += _metric_table(rv["rows"])
+    lines += family_tables(rv["rows"], families, "real-voice set", classes)
+    return lines
+
+
+def _has_piper(preset: str) -> bool:
+    from upcycle_se.data.corpus import PRESETS
+
+    return bool(PRESETS.get(preset, {}).get("piper_speakers"))
+
+
+def _paired_diff(a: Dict[str, Dict[str, float]], b: Dict[str, Dict[str, float]], metric: str) -> Dict[str, float]:
+    common = sorted(set(a) & set(b))
+    return ci95([a[f][metric] - b[f][metric] for f in common])
+
+
+def realvoice_verdict(rv_rows: Dict[str, Dict]) -> List[str]:
+    """Per trained system on the real-voice set: PESQ against MMSE-LSA and STOI against the noisy input
+    (issue 12's real-voice targets), as per-file paired differences."""
+    out = []
+    for key, row in rv_rows.items():
+        if key not in SYSTEMS:
+            continue
+        parts = []
+        if "mmse_lsa" in rv_rows:
+            d = _paired_diff(row["rows"], rv_rows["mmse_lsa"]["rows"], "pesq")
+            parts.append(f"PESQ vs MMSE-LSA {d['mean']:+.2f} ± {d['ci']:.2f} "
+                         f"({'at least equal' if d['mean'] >= 0 else 'below'})")
+        d = _paired_diff(row["rows"], rv_rows["noisy"]["rows"], "stoi")
+        parts.append(f"STOI vs noisy {d['mean']:+.3f} ± {d['ci']:.3f} ({'not below' if d['mean'] >= 0 else 'below'})")
+        out.append(f"- Real voice, {row['label']}: " + "; ".join(parts) + ".")
+    return out
 
 
 def verdict(rows: Dict[str, Dict]) -> List[str]:
@@ -440,9 +603,11 @@ def run(budget_name: str, work: Path, results: Path, systems: Optional[Sequence[
     prep = prepare(work, budget, log)
     baselines = list(BASELINES_DEFAULT if baselines is None else baselines)
     names = list(budget.systems if systems is None else systems)
+    realvoice = build_realvoice_set(work, budget, corpus, log) if budget.realvoice else None
     with ThreadPoolExecutor(max_workers=max(1, budget.parallel)) as pool:
         futures = {n: pool.submit(train_system, budget, SYSTEMS[n], work, prep, log) for n in names}
         ref = score_reference_systems(work, baselines, n_jobs, log)  # while the systems train
+        ref_rv = score_reference_systems(work, baselines, n_jobs, log, "realvoice") if realvoice else None
         records = {n: f.result() for n, f in futures.items()}
 
     rows: Dict[str, Dict] = {"noisy": {"label": "Noisy input", "short": "noisy", "rows": ref["noisy"]["rows"]}}
@@ -456,7 +621,22 @@ def run(budget_name: str, work: Path, results: Path, systems: Optional[Sequence[
         rows[n] = {"label": SYSTEMS[n].label, "short": n, "rows": per_file, "record": records[n], "name": n}
     for r in rows.values():
         r["summary"] = summarize(r["rows"])
+    families = {"synthetic": noise_families(work, "synthetic")}
+    rv_state = None
+    if realvoice:
+        families["realvoice"] = noise_families(work, "realvoice")
+        rv_rows: Dict[str, Dict] = {k: {"label": rows[k]["label"], "short": k, "rows": ref_rv[k]["rows"]}
+                                    for k in ["noisy", *baselines]}
+        for n in names:
+            rv_rows[n] = {"label": SYSTEMS[n].label, "short": n, "rows": score_trained_realvoice(work, n, n_jobs, log),
+                          "name": n}
+        for k, r in rv_rows.items():
+            if set(r["rows"]) != set(families["realvoice"]):
+                raise RuntimeError(f"real-voice {k}: scored {len(r['rows'])} files, not {len(families['realvoice'])}")
+            r["summary"] = summarize(r["rows"])
+        rv_state = {"info": realvoice, "rows": rv_rows}
     state = {"budget": asdict(budget), "machine": machine, "corpus": corpus, "corpus_seconds": corpus_seconds,
+             "realvoice": rv_state, "families": families,
              "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "n_test": len(test_ids), "command": command,
              "total_minutes": (time.perf_counter() - t_start) / 60,
              "rows": {k: {kk: vv for kk, vv in v.items()} for k, v in rows.items()}}
