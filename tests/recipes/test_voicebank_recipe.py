@@ -22,6 +22,7 @@ from upcycle_se.checkpoints import checkpoint_problem
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoiceBankDEMAND"
 KILL_TRAIN = Path(__file__).resolve().parents[1] / "kill_train.py"
+POISON_TRAIN = Path(__file__).resolve().parents[1] / "poison_train.py"
 #: Every file a complete checkpoint of the recipe holds.
 RECIPE_CKPT_FILES = ("gen_n2c", "gen_c2n", "disc_clean", "disc_noisy", "counter", "brain", "g_optimizer",
                      "d_optimizer")
@@ -121,20 +122,49 @@ def test_kill_and_resume_continues_from_last_checkpoint(tiny_corpus, tmp_path):
     assert not list((out / "save").glob(".*"))  # nothing hidden left over: no staging, nothing set aside
 
 
-@pytest.mark.slow
-def test_ddp_two_processes_on_cpu(tiny_corpus, tmp_path):
-    """``torchrun --nproc_per_node=2`` with the gloo backend: SpeechBrain's DDP path end to end."""
-    out = tmp_path / "ddp"
+def _torchrun(script: str, corpus: Path, out: Path, *extra: str, env=None, timeout=600):
+    """``torchrun --nproc_per_node=2 <script> hparams/upcycle_small.yaml ...`` with gloo (CPU), 1 epoch."""
     torchrun = Path(sys.executable).with_name("torchrun")
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "train.py", "hparams/upcycle_small.yaml",
-           f"--data_folder={tiny_corpus}", f"--output_folder={out}", f"--prep_folder={tmp_path / 'prep'}",
-           "--n_epochs=1", "--n_epochs_decay=0", "--distributed_backend=gloo", *FAST]
-    run = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", script, "hparams/upcycle_small.yaml",
+           f"--data_folder={corpus}", f"--output_folder={out}", f"--prep_folder={out.parent / 'prep'}",
+           "--n_epochs=1", "--n_epochs_decay=0", "--distributed_backend=gloo", *FAST, *extra]
+    return subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tiny_corpus, tmp_path):
+    """``torchrun --nproc_per_node=2`` with the gloo backend: SpeechBrain's DDP path end to end."""
+    out = tmp_path / "ddp"
+    run = _torchrun("train.py", tiny_corpus, out)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert sorted(_epoch_stats(out / "train_log.txt")) == [1]
     assert len(list((out / "save").glob("CKPT+*/gen_n2c.ckpt"))) == 1
     assert (out / "test_metrics_enhanced.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", ["1", "all"])
+def test_ddp_nan_on_one_process_only_never_hangs(tiny_corpus, tmp_path, steps):
+    """NaN input on rank 1 only. Both processes skip the same steps (the skip decision is all-reduced), so
+    a few bad steps are skipped and training finishes; bad steps without end stop both processes with the
+    one-line divergence error. Either way inside the timeout: a hang fails the test."""
+    out = tmp_path / "ddp_nan"
+    # each process trains 2 batches of the tiny corpus: patience 1 stops at the second bad step in a row
+    run = _torchrun(str(POISON_TRAIN), tiny_corpus, out, "--nonfinite_patience=1",
+                    env={"POISON_RANK": "1", "POISON_STEPS": steps}, timeout=300)
+    log = run.stdout + run.stderr
+    if steps == "all":
+        assert run.returncode != 0, log[-3000:]
+        assert log.count("error: training diverged: 2 steps in a row had non-finite losses") == 2, log[-3000:]
+        assert not list((out / "save").glob("CKPT+*"))  # no checkpoint of the diverged state
+    else:
+        assert run.returncode == 0, log[-3000:]
+        stats = _epoch_stats(out / "train_log.txt")
+        assert stats[1]["train nonfinite_steps"] == 1  # counted once, the same on both processes
+        # rank 0 saw finite losses and skipped all the same, told by the all-reduce
+        assert "non-finite loss on another process: step skipped (1 in a row, 1 this run)" in log
+        assert len(list((out / "save").glob("CKPT+*/gen_n2c.ckpt"))) == 1
