@@ -13,6 +13,7 @@ import sys
 from typing import Callable, Dict, List, Optional
 
 import speechbrain as sb
+import yaml
 from hyperpyyaml import load_hyperpyyaml
 
 from upcycle_se.errors import ConfigError, UserError
@@ -21,9 +22,39 @@ from upcycle_se.metrics.signals import SAMPLE_RATE as METRIC_RATE
 logger = logging.getLogger(__name__)
 
 
+class _TagBlindLoader(yaml.SafeLoader):
+    """Reads a HyperPyYAML file as plain YAML: every ``!tag`` node becomes None."""
+
+
+_TagBlindLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def check_override_types(hparams_file: str, overrides) -> None:
+    """Raises a one-line :class:`ConfigError` for an override whose type cannot be the key's.
+
+    A key whose plain value in ``hparams_file`` is a number must be overridden by a number (an int key by
+    an int). Checked before loading: otherwise ``--n_epochs=abc`` fails deep inside a ``!ref`` expression
+    that uses it (``invalid literal for int(): 'abc + 4'``).
+    """
+    given = yaml.safe_load(overrides) if isinstance(overrides, str) else overrides
+    if not isinstance(given, dict):
+        return
+    with open(hparams_file, encoding="utf-8") as fin:
+        defaults = yaml.load(fin, Loader=_TagBlindLoader) or {}
+    for key, value in given.items():
+        default = defaults.get(key)
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        wanted = int if isinstance(default, int) else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            kind = "an integer" if wanted is int else "a number"
+            raise ConfigError(f"{key}={value!r}: must be {kind} (like the default, {default!r})")
+
+
 def load_hparams(hparams_file: str, overrides) -> dict:
     """Loads a HyperPyYAML file with overrides, turning every failure into a one-line :class:`ConfigError`."""
     try:
+        check_override_types(hparams_file, overrides)
         with open(hparams_file, encoding="utf-8") as fin:
             return load_hyperpyyaml(fin, overrides)
     except FileNotFoundError as err:

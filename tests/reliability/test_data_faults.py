@@ -20,7 +20,7 @@ import soundfile as sf
 from upcycle_se.data import prepare as P
 from upcycle_se.data.pipeline import dataio_prep, load_manifest
 from upcycle_se.errors import AudioError, ConfigError, DataError
-from upcycle_se.recipe import check_batches, load_hparams, validate_hparams
+from upcycle_se.recipe import check_batches, check_override_types, load_hparams, validate_hparams
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "VoiceBankDEMAND"
@@ -107,7 +107,8 @@ def test_paired_name_mismatch(tiny_corpus, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("override, expected", [
-    ("--batch_size=abc", "batch_size='abc': must be a positive integer"),
+    ("--batch_size=abc", "batch_size='abc': must be an integer (like the default, 4)"),
+    ("--n_epochs=abc", "n_epochs='abc': must be an integer (like the default, 8)"),  # used in a !ref sum
     ("--lr=0", "lr=0: must be a positive number"),
     ("--sample_rate=8000", "sample_rate=8000: the validation and test metrics (wide-band PESQ, STOI, ...) are "
                            "defined at 16000 Hz only"),
@@ -159,6 +160,21 @@ def test_validate_hparams(key, value, expected):
     with pytest.raises(ConfigError) as err:
         validate_hparams({**good, key: value})
     assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ("n_epochs: abc", "n_epochs='abc': must be an integer (like the default, 8)"),
+    ("n_epochs_decay: 2.5", "n_epochs_decay=2.5: must be an integer (like the default, 4)"),
+    ({"lr": "fast"}, "lr='fast': must be a number (like the default, 0.001)"),
+    ({"batch_size": True}, "batch_size=True: must be an integer (like the default, 4)"),
+])
+def test_override_of_the_wrong_type_is_one_line_before_loading(tmp_path, overrides, expected):
+    hparams = str(RECIPE / "hparams" / "upcycle_small.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_hparams(hparams, overrides)
+    assert str(err.value) == expected
+    # numbers of the right type, strings for string keys and unknown keys pass through to HyperPyYAML
+    check_override_types(hparams, {"n_epochs": 3, "lr": 1, "data_folder": str(tmp_path), "new_key": "x"})
 
 
 def test_unknown_override_key_names_it(tmp_path):
