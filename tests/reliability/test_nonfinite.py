@@ -24,7 +24,7 @@ from upcycle_se.recipe import load_hparams
 
 HPARAMS = Path(__file__).resolve().parents[2] / "recipes" / "VoiceBankDEMAND" / "hparams" / "upcycle_small.yaml"
 PATIENCE = 3
-CROP = 4000
+CROP = 2000  # 0.125 s: enough frames for every layer, and a step costs little
 
 
 def make_brain(tmp_path: Path, **overrides) -> UpCycleBrain:
@@ -35,6 +35,21 @@ def make_brain(tmp_path: Path, **overrides) -> UpCycleBrain:
     brain = UpCycleBrain(modules=hp["modules"], hparams=hp, run_opts={"device": "cpu"},
                          checkpointer=hp["checkpointer"])
     return brain
+
+
+@pytest.fixture(scope="module")
+def shared_brain(tmp_path_factory) -> tuple:
+    """One Brain for the step-level tests (building it costs more than the steps) and its initial weights."""
+    brain = make_brain(tmp_path_factory.mktemp("shared_brain"))
+    return brain, {k: v.clone() for k, v in brain.modules.state_dict().items()}
+
+
+@pytest.fixture
+def fresh_brain(shared_brain) -> UpCycleBrain:
+    """The shared Brain with its initial weights and BatchNorm statistics, new optimizers and counters."""
+    brain, initial = shared_brain
+    brain.modules.load_state_dict(initial)
+    return start_training(brain)
 
 
 def start_training(brain: UpCycleBrain) -> UpCycleBrain:
@@ -69,8 +84,8 @@ def changed(before: dict, after: dict, prefix: str = "") -> list:
 
 
 @pytest.mark.parametrize("poison", [math.nan, math.inf, -math.inf])
-def test_nonfinite_input_step_is_skipped_counted_and_logged(tmp_path, caplog, poison):
-    brain = start_training(make_brain(tmp_path))
+def test_nonfinite_input_step_is_skipped_counted_and_logged(fresh_brain, caplog, poison):
+    brain = fresh_brain
     assert torch.isfinite(brain.fit_batch(make_batch(0)))  # Adam has state from here on
     before = state(brain)
 
@@ -92,9 +107,9 @@ def test_nonfinite_input_step_is_skipped_counted_and_logged(tmp_path, caplog, po
     assert brain.epoch_terms_count == 2 and all(math.isfinite(v) for v in brain.epoch_terms.values())
 
 
-def test_nonfinite_gradient_with_finite_loss_is_skipped(tmp_path, caplog):
+def test_nonfinite_gradient_with_finite_loss_is_skipped(fresh_brain, caplog):
     """One NaN in one gradient would become NaN in every generator weight through the clipping factor."""
-    brain = start_training(make_brain(tmp_path))
+    brain = fresh_brain
     brain.fit_batch(make_batch(0))
     before = state(brain)
     first = next(brain.modules["gen_n2c"].parameters())
@@ -111,8 +126,8 @@ def test_nonfinite_gradient_with_finite_loss_is_skipped(tmp_path, caplog):
     assert changed(before, state(brain), "disc_clean.")
 
 
-def test_diverged_after_patience_bad_steps_in_a_row(tmp_path):
-    brain = start_training(make_brain(tmp_path))
+def test_diverged_after_patience_bad_steps_in_a_row(fresh_brain):
+    brain = fresh_brain
     # 3 bad, 1 good, 3 bad: never more than PATIENCE in a row
     for seed, poison in enumerate([math.nan] * 3 + [None] + [math.nan] * 3):
         brain.fit_batch(make_batch(seed, poison))
