@@ -167,6 +167,26 @@ def test_bad_chunking_is_one_error_not_one_per_file(noisy, model_dir, tmp_path, 
     assert len(lines) == 1 and "at most half a chunk" in lines[0]
 
 
+def test_bad_precision_is_one_error_line_before_any_work(noisy, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert enhance(noisy, "-o", out, "--model", model_dir, "--precision", "fp16") == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert lines == ["upcycle-se enhance: error: precision must be one of auto, fp32, bf16, got 'fp16'"]
+    assert not out.exists()
+
+
+def test_precision_fp32_and_bf16_enhance_alike(noisy, model_dir, tmp_path, capsys):
+    """Both precisions write the same files; bf16 differs from fp32 only by rounding (>= 35 dB SNR)."""
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        outs[precision] = tmp_path / precision
+        assert enhance(noisy / "a.wav", "-o", outs[precision], "--model", model_dir, "--precision", precision) == 0
+        assert "1 done" in capsys.readouterr().out
+    ref, low = (sf.read(outs[p] / "a.wav", dtype="float64")[0] for p in ("fp32", "bf16"))
+    assert ref.shape == low.shape
+    assert 10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - low) ** 2), 1e-30)) >= 35.0
+
+
 def test_export_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
     (tmp_path / "run" / "save").mkdir(parents=True)

@@ -17,7 +17,8 @@ Python::
 
     from upcycle_se.inference import UpCycleEnhancement
 
-    enhancer = UpCycleEnhancement.from_hparams(source="models/upcycle-small", run_opts={"device": "cpu"})
+    enhancer = UpCycleEnhancement.from_hparams(source="models/upcycle-small",
+                                               run_opts={"device": "cpu", "precision": "auto"})
     clean = enhancer.enhance_file("noisy.flac", output_filename="clean.flac")  # [time] at the file's rate
     batch = enhancer.enhance_batch(noisy_16k)  # [batch, time] at 16 kHz -> [batch, time]
 
@@ -26,6 +27,7 @@ Command line::
     upcycle-se export --checkpoint results/upcycle/1986 --out models/upcycle-small   # best CKPT by PESQ
     upcycle-se enhance noisy/ talk.mp3 -o enhanced/ --model models/upcycle-small
     upcycle-se enhance meeting.wav -o enhanced/ --channels downmix --chunk-seconds 4 --device cuda
+    upcycle-se enhance noisy/ -o enhanced/ --precision fp32   # default auto: bf16 on bf16 hardware
 """
 from __future__ import annotations
 
@@ -262,6 +264,14 @@ class UpCycleEnhancement(Pretrained):
     folders exported before it existed name it ``generator``) and hparam ``sample_rate``; optional
     defaults ``chunk_seconds``, ``overlap_seconds``, ``batch_size`` (chunks per forward pass).
 
+    Precision: SpeechBrain's ``precision`` run option (``run_opts={"precision": ...}``, or a ``precision``
+    hparam), with ``auto`` (the default) added: ``auto`` is bf16 where the hardware computes bf16 (CPU
+    with AMX or AVX512-BF16, CUDA with bf16) and fp32 elsewhere; see
+    :func:`upcycle_se.models.runtime.resolve_precision`. Instead of SpeechBrain's autocast, bf16 runs the
+    generator's U-Net in bf16 weights and feature maps (:meth:`UpCycleGenerator.set_unet_dtype`), with the
+    STFT/iSTFT, mask and waveform in fp32. :attr:`precision` is what was resolved (``fp32`` or ``bf16``);
+    :meth:`set_precision` changes it.
+
     Example
     -------
     >>> enhancer = UpCycleEnhancement.from_hparams(source="models/upcycle-small")  # doctest: +SKIP
@@ -271,8 +281,10 @@ class UpCycleEnhancement(Pretrained):
     MODULES_NEEDED = ["enhance_model"]
     HPARAMS_NEEDED = ["sample_rate"]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, modules=None, hparams=None, run_opts=None, freeze_params=True):
+        # SpeechBrain would turn `precision` into an autocast context (and refuses "auto"): take it here.
+        requested, run_opts, hparams = _take_precision(run_opts, hparams)
+        super().__init__(modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=freeze_params)
         names = [name for name in ("enhance_model", "generator") if name in self.mods]
         if not names:
             raise ConfigError("the model's hyperparams define no 'enhance_model' module")
@@ -284,6 +296,45 @@ class UpCycleEnhancement(Pretrained):
         self.overlap_seconds = float(getattr(self.hparams, "overlap_seconds", 0.5))
         self.batch_size = int(getattr(self.hparams, "batch_size", 4))
         self._resamplers: Dict[Tuple[int, int], torch.nn.Module] = {}
+        self._fp32_state: Optional[Dict[str, torch.Tensor]] = None
+        self.precision = "fp32"
+        self.set_precision(requested)
+
+    def set_precision(self, precision: str = "auto") -> str:
+        """Runs the generator in ``precision`` (``auto``, ``fp32`` or ``bf16``); returns the resolved name.
+
+        ``auto`` gives bf16 only on hardware with bf16 arithmetic, so it is never the slow emulated path.
+        Going back to fp32 restores the float32 weights exactly (a copy is kept while in bf16).
+
+        Raises
+        ------
+        ConfigError: an unknown ``precision``, or ``bf16`` for a model that has no bf16 path (a module that
+        is not an :class:`~upcycle_se.models.UpCycleGenerator` inside).
+        """
+        from upcycle_se.models.runtime import resolve_precision
+
+        dtype = resolve_precision(precision, self.device)
+        generators = self._generators()
+        if dtype == torch.bfloat16 and not generators:
+            if str(precision).strip().lower() == "auto":
+                dtype = torch.float32
+            else:
+                raise ConfigError("precision bf16 needs an UpCycleGenerator in the model; this one has none")
+        model = self.mods[self._model_name]
+        if dtype == torch.bfloat16 and self._fp32_state is None:
+            self._fp32_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for gen in generators:
+            gen.set_unet_dtype(dtype)
+        if dtype == torch.float32 and self._fp32_state is not None:
+            model.load_state_dict(self._fp32_state)  # exact float32 weights back, not bf16-rounded ones
+            self._fp32_state = None
+        self.precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+        return self.precision
+
+    def _generators(self) -> list:
+        from upcycle_se.models import UpCycleGenerator
+
+        return [m for m in self.mods[self._model_name].modules() if isinstance(m, UpCycleGenerator)]
 
     @classmethod
     def from_hparams(cls, source: PathLike, hparams_file: str = HPARAMS_FILE, savedir: Optional[PathLike] = None,
@@ -296,7 +347,7 @@ class UpCycleEnhancement(Pretrained):
         hparams_file : the hyperparameters file in it.
         savedir : where SpeechBrain links the files (symlinks); None reads them in place, writing nothing.
         **kwargs : for :func:`speechbrain.inference.interfaces.pretrained_from_hparams`, e.g.
-            ``run_opts={"device": "cuda"}``, ``overrides={"chunk_seconds": 8}``.
+            ``run_opts={"device": "cuda", "precision": "bf16"}``, ``overrides={"chunk_seconds": 8}``.
 
         Raises
         ------
@@ -530,6 +581,23 @@ class UpCycleEnhancement(Pretrained):
         if key not in self._resamplers:
             self._resamplers[key] = AT.Resample(orig, new).to(self.device)
         return self._resamplers[key]
+
+
+def _take_precision(run_opts, hparams) -> Tuple[str, Optional[dict], Optional[dict]]:
+    """Splits the ``precision`` run option / hparam off (run option first; default ``auto``).
+
+    Returns ``(precision, run_opts, hparams)`` with the rest unchanged, for ``Pretrained.__init__``.
+    """
+    requested = None
+    if run_opts is not None:
+        given = set(getattr(run_opts, "overridden_args", run_opts))  # RunOptions or dict
+        if "precision" in given:
+            requested = run_opts["precision"]
+            run_opts = {k: run_opts[k] for k in given if k != "precision"}
+    if hparams is not None and "precision" in hparams:
+        requested = hparams["precision"] if requested is None else requested
+        hparams = {k: v for k, v in hparams.items() if k != "precision"}
+    return ("auto" if requested is None else str(requested)), run_opts, hparams
 
 
 def load_state_dict_strict(module: torch.nn.Module, path: PathLike) -> None:

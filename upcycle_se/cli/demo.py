@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training data pairing (paired also switches the loss to l1gan)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs at the full learning rate")
     parser.add_argument("--decay-epochs", type=int, default=2, help="epochs of linear learning-rate decay")
+    parser.add_argument("--precision", default="auto", metavar="{auto,fp32,bf16}",
+                        help="arithmetic of the enhancement step (see `upcycle-se enhance --help`; default: auto)")
 
 
 def _recipe_dir() -> Path:
@@ -47,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from upcycle_se.metrics import composite, pesq_wb, stoi
     from upcycle_se.plots import save_spectrograms
 
+    from upcycle_se.models.runtime import resolve_precision
+
+    resolve_precision(args.precision, "cpu")  # a bad value fails now, not after the training
     out = Path(args.out).resolve()
     recipe = _recipe_dir()
     started = time.time()
@@ -71,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
     noisy_file = sorted((corpus / "noisy_testset_wav").glob("*.wav"))[0]
     enhanced_file = out / "enhanced" / noisy_file.name
-    print(f"[4/4] enhancing {noisy_file.name} -> {enhanced_file}", flush=True)
-    enhancer = UpCycleEnhancement.from_hparams(source=str(out / "model"), savedir=str(out / "model"))
+    print(f"[4/4] enhancing {noisy_file.name} -> {enhanced_file} (precision {args.precision})", flush=True)
+    enhancer = UpCycleEnhancement.from_hparams(source=str(out / "model"), savedir=str(out / "model"),
+                                               run_opts={"precision": args.precision})
     enhanced_file.parent.mkdir(parents=True, exist_ok=True)
     enhancer.enhance_file(noisy_file, output_filename=enhanced_file)
 

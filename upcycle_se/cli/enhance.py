@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="FOLDER", default=None,
                         help="model folder made by `upcycle-se export` (default: the packaged small model)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--precision", default="auto", metavar="{auto,fp32,bf16}",
+                        help="arithmetic of the model: auto = bf16 where the CPU/GPU has bf16 hardware (AMX, "
+                             "AVX512-BF16, CUDA bf16), fp32 elsewhere; bf16 forces it (slow without that "
+                             "hardware); fp32 (default: auto)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="chunks (times channels) per forward pass (default: the model's, 4)")
     parser.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
@@ -49,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from upcycle_se.inference import check_chunking
+    from upcycle_se.models.runtime import resolve_precision
 
+    resolve_precision(args.precision, "cpu")  # a bad value is one error line before any work
     out_dir = Path(args.output_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder")
@@ -67,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     skipped = len(jobs) - len(todo)
     done = 0
     if todo:
-        enhancer = load_enhancer(args.model, args.device)  # only when there is work: a rerun costs nothing
+        # only when there is work: a rerun costs nothing
+        enhancer = load_enhancer(args.model, args.device, args.precision)
         check_chunking(enhancer.chunk_seconds if args.chunk_seconds is None else args.chunk_seconds,
                        enhancer.overlap_seconds if args.overlap_seconds is None else args.overlap_seconds)
         with tqdm(todo, desc="enhancing", unit="file", disable=None, file=sys.stderr) as bar:
@@ -142,8 +149,9 @@ def collect_jobs(inputs: Iterable[str], out_dir: Path) -> Tuple[List[Tuple[Path,
     return jobs, problems
 
 
-def load_enhancer(model: str = None, device: str = "cpu"):
-    """Loads ``model`` (a folder), or the packaged model, on ``device``; one-line UserError if impossible."""
+def load_enhancer(model: str = None, device: str = "cpu", precision: str = "auto"):
+    """Loads ``model`` (a folder), or the packaged model, on ``device`` in ``precision`` (auto, fp32,
+    bf16); one-line UserError if impossible."""
     import torch
 
     from upcycle_se.inference import UpCycleEnhancement, default_model_dir
@@ -158,7 +166,7 @@ def load_enhancer(model: str = None, device: str = "cpu"):
                 "with `upcycle-se export --checkpoint <recipe output folder> --out FOLDER`")
     else:
         folder = Path(model).expanduser()
-    return UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": device})
+    return UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": device, "precision": precision})
 
 
 def spectrogram_path(output: Path) -> Path:

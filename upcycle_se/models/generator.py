@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from upcycle_se.errors import ConfigError
 from upcycle_se.nnet.complex import (
     ComplexASPP,
+    ComplexBatchNorm2d,
     ComplexConv2d,
     ComplexConvTranspose2d,
     ComplexResidualBlock,
@@ -275,6 +276,31 @@ class UpCycleGenerator(nn.Module):
             raise ConfigError(f"unknown generator preset {name!r}; choose one of {sorted(GENERATOR_PRESETS)}")
         return cls(**{**GENERATOR_PRESETS[name], **overrides})
 
+    @property
+    def unet_dtype(self) -> torch.dtype:
+        """The dtype of the U-Net's weights and feature maps (float32 unless :meth:`set_unet_dtype` changed it)."""
+        return self.proj.weight_real.dtype
+
+    def set_unet_dtype(self, dtype: torch.dtype) -> "UpCycleGenerator":
+        """Runs the U-Net in ``dtype``: ``torch.bfloat16`` for fast inference, or ``torch.float32``.
+
+        Casts the convolution and activation weights, and the feature maps follow (the spectrum is cast
+        once on entry, keeping its channels-last layout; the head output is cast back). Kept in float32:
+        the STFT/iSTFT, the output mask, the waveform, and the batch norms (folded into the convolutions in
+        evaluation mode, then rounded once). For inference only: bf16 weights have no float32 master copy
+        to train, and casting back to float32 keeps their rounding (``load_state_dict`` of a float32
+        checkpoint restores the weights in either dtype). Returns ``self``.
+        """
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ConfigError(f"the U-Net runs in float32 or bfloat16, not {dtype}")
+        norms = (ComplexBatchNorm2d, nn.BatchNorm2d)
+        for name, module in self.named_modules():
+            if module is self.stft or name.startswith("stft.") or isinstance(module, norms):
+                continue
+            for param in module.parameters(recurse=False):
+                param.data = param.data.to(dtype)
+        return self
+
     def estimate(self, spec: torch.Tensor) -> torch.Tensor:
         """The U-Net alone: spectrum ``[batch, 2, freq, frames]`` -> raw head output M, same shape.
 
@@ -288,6 +314,7 @@ class UpCycleGenerator(nn.Module):
         if (self.channels_last_on_cpu and x.device.type == "cpu" and not torch.jit.is_tracing()
                 and not torch.is_autocast_enabled("cpu")):
             x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(self.unet_dtype)  # no-op in fp32; one cast (layout kept) after set_unet_dtype(bfloat16)
         h = self.proj_res(self.proj(x))
         skips: List[torch.Tensor] = []
         for down in self.down:
@@ -297,7 +324,7 @@ class UpCycleGenerator(nn.Module):
         for up in self.up:
             h = up(h, skips.pop())
         out = self.head(self.head_aspp(h))
-        return out[:, :, :n_freq, :n_frames]
+        return out[:, :, :n_freq, :n_frames].to(spec.dtype)  # the mask is applied in the spectrum's dtype
 
     def apply_output(self, spec: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
         """Turns the head output ``est`` into the output spectrum given the input ``spec`` (both ``[B, 2, F, N]``)."""

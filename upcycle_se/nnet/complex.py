@@ -426,7 +426,7 @@ class ComplexBatchNorm2d(nn.Module):
                 grr * yr + gri * yi + self.bias[0].view(view),
                 gri * yr + gii * yi + self.bias[1].view(view),
             )
-        return torch.cat([yr, yi], dim=1)
+        return torch.cat([yr, yi], dim=1).to(x.dtype)  # float32 statistics; the output keeps the input's dtype
 
     def foldable(self) -> bool:
         """True when this norm is a fixed per-real-channel affine map (naive, evaluation mode, running
@@ -458,8 +458,9 @@ def fold_into_conv(
     folded form also serves evaluation-mode passes that need gradients.
     """
     scale, shift = norm.folded_affine()
-    weight = weight * scale.view(-1, 1, 1, 1)
-    return weight, shift if bias is None else bias * scale + shift
+    # In the weight's dtype: a bf16 U-Net keeps its norms' statistics in float32 and rounds the product once.
+    folded = (weight * scale.view(-1, 1, 1, 1)).to(weight.dtype)
+    return folded, (shift if bias is None else bias * scale + shift).to(weight.dtype)
 
 
 def _activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
