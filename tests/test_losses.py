@@ -86,3 +86,14 @@ def test_lr_policies():
     assert opt.param_groups[0]["lr"] == pytest.approx(2e-4 / 31)
     with pytest.raises(ConfigError, match="lr_policy 'step'"):
         EpochLRPolicy("step")
+
+
+def test_identity_weight_is_constant_by_default_and_decays_linearly_when_asked():
+    paper = LossConfig()
+    assert [paper.identity_weight_at(s) for s in (0, 100, 10 ** 6)] == [10.0, 10.0, 10.0]
+    decayed = LossConfig(identity_weight=10.0, identity_decay_steps=200)
+    assert [decayed.identity_weight_at(s) for s in (0, 50, 100, 199, 200, 5000)] == pytest.approx(
+        [10.0, 7.5, 5.0, 0.05, 0.0, 0.0])
+    for bad in (-1, 2.5, "100", True):
+        with pytest.raises(ConfigError, match=r"identity_decay_steps=.* must be an integer >= 0"):
+            LossConfig(identity_decay_steps=bad)

@@ -11,7 +11,11 @@ betas 0.5/0.999 in the hparams), as CycleGAN does. The losses are those of :mod:
 adversarial, cycle consistency, identity and, with ``loss_type: l1gan`` (paired data), a supervised L1.
 
 Validation scores whole files with PESQ and STOI (:class:`upcycle_se.metrics.QualityStats`) and keeps the
-best checkpoint by validation PESQ; the test set is only scored, never used for selection. The test
+best checkpoint by validation PESQ; the test set is only scored, never used for selection. A validation
+set without clean references (unpaired data, held-out noisy files) is scored without one instead: the
+checkpoint with the best ``snr_gain`` is kept and the held-out cycle loss is logged
+(:mod:`upcycle_se.validation`). The first ``n_valid_examples`` validation files (noisy, enhanced, clean
+when known) and their spectrograms go to TensorBoard each epoch. The test
 stage writes a per-file metrics CSV, a noisy-vs-enhanced summary table and a few enhanced wavs.
 
 A step whose loss or gradient norm is not finite is skipped (no parameter is touched), counted and
@@ -27,6 +31,7 @@ last complete checkpoint.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -37,12 +42,14 @@ from typing import Dict, Optional
 import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.metric_stats import MetricStats
 
 from upcycle_se.audio import write_audio_atomic
 from upcycle_se.checkpoints import make_atomic, set_aside_incomplete_checkpoints
 from upcycle_se.errors import UserError
 from upcycle_se.losses import AdversarialLoss, LossConfig, spectral_l1, waveform_l1
 from upcycle_se.lr_policy import EpochLRPolicy
+from upcycle_se.validation import ExampleCollector, log_examples, snr_gain
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +138,22 @@ class UpCycleBrain(sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         """Validation/test objective: L1 between enhanced and reference clean speech (monitoring only).
 
-        Also feeds the quality metrics; training losses are computed in :meth:`fit_batch`.
+        Also feeds the quality metrics; training losses are computed in :meth:`fit_batch`. Without a clean
+        reference (noisy-only validation) the objective is the held-out cycle loss and the metric the blind
+        SNR gain (:mod:`upcycle_se.validation`).
         """
         enhanced, _ = predictions
+        noisy, lens = batch.noisy_sig
+        if stage == sb.Stage.VALID and not self.valid_has_reference:
+            with torch.no_grad():
+                loss = waveform_l1(self.modules["gen_c2n"](enhanced), noisy, lens)
+            self.metrics.append(batch.id, predict=enhanced.detach().float(), target=noisy, lengths=lens)
+            self.valid_examples.add(batch.id, lens, noisy, enhanced)
+            return loss
         clean, lens = batch.clean_sig
-        noisy, _ = batch.noisy_sig
         loss = waveform_l1(enhanced, clean, lens)
+        if stage == sb.Stage.VALID:
+            self.valid_examples.add(batch.id, lens, noisy, enhanced, clean)
         self.metrics.append(batch.id, predict=enhanced.detach().float(), target=clean, lengths=lens)
         if stage == sb.Stage.TEST or (stage == sb.Stage.VALID and getattr(self, "valid_noisy_summary", None) is None):
             self.noisy_metrics.append(batch.id, predict=noisy, target=clean, lengths=lens)
@@ -217,11 +234,12 @@ class UpCycleBrain(sb.Brain):
                 m["gen_n2c"](fake_noisy), clean, clean_lens
             )
             total = total + cfg.cycle_weight * terms["cycle"]
-            if cfg.identity_weight > 0:
+            identity_weight = cfg.identity_weight_at(self.optimizer_step)
+            if identity_weight > 0:  # two generator passes saved once a decayed weight reaches 0
                 terms["identity"] = waveform_l1(m["gen_n2c"](clean), clean, clean_lens) + waveform_l1(
                     m["gen_c2n"](noisy), noisy, noisy_lens
                 )
-                total = total + cfg.identity_weight * terms["identity"]
+                total = total + identity_weight * terms["identity"]
         if "g_adv" in terms:
             total = total + cfg.adversarial_weight * terms["g_adv"]
         if cfg.supervised:
@@ -243,7 +261,8 @@ class UpCycleBrain(sb.Brain):
         if not self.scaler.is_enabled() and not self._finite_or_skip(norm, {**terms, "grad_norm": norm}):
             return
         self.scaler.step(optimizer)
-        self.optimizer_step += 1
+        if optimizer is self.g_optimizer:  # one count per training step, as in SpeechBrain's fit_batch
+            self.optimizer_step += 1
 
     def _finite_everywhere(self, value: torch.Tensor) -> bool:
         """True if ``value`` is finite on this process and, under DDP, on every other one.
@@ -286,6 +305,8 @@ class UpCycleBrain(sb.Brain):
         """SpeechBrain's loader; also remembers an epoch-aware training set (see :meth:`on_stage_start`)."""
         if stage == sb.Stage.TRAIN and hasattr(dataset, "set_epoch"):
             self.train_dataset = dataset
+        if stage == sb.Stage.VALID:  # a noisy-only set (unpaired data) is validated without a reference
+            self.valid_has_reference = getattr(dataset, "has_reference", True)
         return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
 
     def on_stage_start(self, stage, epoch=None):
@@ -304,6 +325,10 @@ class UpCycleBrain(sb.Brain):
             if getattr(self, "train_dataset", None) is not None:
                 self.train_dataset.set_epoch(epoch)
         elif stage == sb.Stage.VALID:
+            self.valid_examples = ExampleCollector(getattr(self.hparams, "n_valid_examples", 0))
+            if not self.valid_has_reference:
+                self.metrics = MetricStats(metric=functools.partial(snr_gain, sample_rate=self.hparams.sample_rate))
+                return
             self.metrics = QualityStats(metrics=tuple(self.hparams.valid_metrics), n_jobs=n_jobs)
             # The noisy input's scores are the bar to clear; computed once per run.
             if getattr(self, "valid_noisy_summary", None) is None:
@@ -314,25 +339,34 @@ class UpCycleBrain(sb.Brain):
             self.n_enhanced_saved = 0
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Logs losses per term and metrics; keeps the best checkpoint by validation PESQ; writes test reports."""
+        """Logs losses per term, metrics and example audios; keeps the best checkpoint by validation PESQ
+        (by ``snr_gain`` when validation has no clean reference); writes test reports."""
         if stage == sb.Stage.TRAIN:
             n = max(self.epoch_terms_count, 1)
             self.train_stats = {"loss": stage_loss, **{k: v / n for k, v in self.epoch_terms.items()},
                                 "nonfinite_steps": self.nonfinite_total}
             return
-        summary = self.metrics.summarize()
-        stats = {"loss": stage_loss, **summary}
-        if stage == sb.Stage.VALID:
+        if stage == sb.Stage.VALID and not self.valid_has_reference:
+            summary = {"snr_gain": self.metrics.summarize("average")}
+            stats = {"cycle_loss": stage_loss, **summary}
+        else:
+            summary = self.metrics.summarize()
+            stats = {"loss": stage_loss, **summary}
+        if stage == sb.Stage.VALID and self.valid_has_reference:
             if getattr(self, "valid_noisy_summary", None) is None:
                 self.valid_noisy_summary = self.noisy_metrics.summarize()
             stats.update({f"noisy_{k}": v for k, v in self.valid_noisy_summary.items()})
+        if stage == sb.Stage.VALID:
             meta = {"epoch": epoch, "lr": self.current_lr}
             self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stats)
             # Called on every rank: SpeechBrain's loggers are main-process-only *collectives* (they
             # broadcast their result), so calling them on rank 0 alone desynchronises DDP.
             if getattr(self.hparams, "tensorboard_logger", None) is not None:
                 self.hparams.tensorboard_logger.log_stats(meta, self.train_stats, stats)
-            self.checkpointer.save_and_keep_only(meta={**summary, "epoch": epoch}, max_keys=["pesq"])
+                log_examples(self.hparams.tensorboard_logger, self.valid_examples.examples,
+                             int(self.hparams.sample_rate))
+            key = "pesq" if self.valid_has_reference else "snr_gain"
+            self.checkpointer.save_and_keep_only(meta={**summary, "epoch": epoch}, max_keys=[key])
         else:
             noisy_summary = self.noisy_metrics.summarize()
             self.hparams.train_logger.log_stats(
@@ -366,6 +400,8 @@ class UpCycleBrain(sb.Brain):
             n = int(round(float(rel) * wav.shape[-1]))
             write_audio_atomic(Path(folder) / f"{uid}.wav", wav[:n].float().cpu(), int(self.hparams.sample_rate))
             self.n_enhanced_saved += 1
+
+    valid_has_reference = True  # set from the validation set in make_dataloader
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         """Loads the best checkpoint (by ``max_key``) before the test stage; needs the loss config too."""

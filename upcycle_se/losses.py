@@ -114,7 +114,13 @@ class LossConfig:
     """Which loss terms are on and their weights (the ``loss`` section of the hparams).
 
     Defaults follow the paper / CycleGAN: cycle 20 (the paper's ``lambda_A = lambda_B``),
-    identity 10 (half the cycle weight, CycleGAN's ``lambda_identity = 0.5``).
+    identity 10 (half the cycle weight, CycleGAN's ``lambda_identity = 0.5``), held constant.
+
+    ``identity_decay_steps > 0`` (opt-in, beyond the paper) decays the identity weight linearly to 0 over
+    that many generator updates, then keeps it off, in the spirit of CycleGAN-VC (identity only early in
+    training): the identity term keeps the first updates close to the input, but held constant it brakes
+    the unpaired generator near the identity map (measured: +0.09 vs +0.17 validation PESQ gain with
+    weight 10 vs 0 at 220 steps).
     """
 
     loss_type: str = "gan"
@@ -124,6 +130,7 @@ class LossConfig:
     identity_weight: float = 10.0
     supervised_weight: float = 20.0
     spectral_weight: float = 1.0
+    identity_decay_steps: int = 0
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -133,6 +140,16 @@ class LossConfig:
             value = getattr(self, f.name)
             if f.type == "float" and (not isinstance(value, (int, float)) or value < 0):
                 raise ConfigError(f"loss weight {f.name}={value!r} must be a number >= 0")
+        steps = self.identity_decay_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"identity_decay_steps={steps!r} must be an integer >= 0 (0: constant, the paper)")
+
+    def identity_weight_at(self, step: int) -> float:
+        """The identity weight for generator update ``step`` (0-based): constant unless
+        ``identity_decay_steps`` is set, then linear from ``identity_weight`` to 0 over that many updates."""
+        if self.identity_decay_steps == 0:
+            return self.identity_weight
+        return self.identity_weight * max(0.0, 1.0 - step / self.identity_decay_steps)
 
     @property
     def adversarial(self) -> bool:
