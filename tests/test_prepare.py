@@ -345,6 +345,28 @@ def test_prepare_folders_unpaired_flac_22k_any_layout(tmp_path):
     assert {e["spk"] for e in read_json(out2["valid"]).values()} == {"eve"}
 
 
+def test_prepare_folders_unpaired_holds_out_noisy_files(tmp_path):
+    """Unpaired validation is noisy files only: the held-out speakers come from the noisy folder even when
+    clean-only speakers sort last; with file_as_speaker one nested folder of noisy files still gives files
+    to hold out (the UnpairedFolders recipe's setting)."""
+    rng = np.random.default_rng(2)
+    data = tmp_path / "own"
+    for rel in ("clean/zed_1.wav", "clean/zoe_1.wav", "noisy/x_1.wav", "noisy/y_1.wav",
+                "nested/site/a.wav", "nested/site/b.wav", "nested/site/c.wav"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(data / rel, 0.1 * rng.standard_normal(3200), 16000)
+    out = P.prepare_folders(data / "clean", data / "noisy", tmp_path / "p1", paired=False)
+    assert sorted(read_json(out["valid"])) == ["y_1"]
+    assert sorted(read_json(out["train"])) == ["clean/zed_1", "clean/zoe_1", "noisy/x_1"]
+
+    out = P.prepare_folders(data / "clean", data / "nested", tmp_path / "p2", paired=False, valid_fraction=0.34,
+                            speaker_fn=P.file_as_speaker)
+    assert sorted(read_json(out["valid"])) == ["site/c"]
+    assert sorted(read_json(out["train"])) == ["clean/zed_1", "clean/zoe_1", "noisy/site/a", "noisy/site/b"]
+    with pytest.raises(DataError, match="only 1 training speaker"):  # the default speakers: one folder, "site"
+        P.prepare_folders(data / "clean", data / "nested", tmp_path / "p3", paired=False, valid_fraction=0.34)
+
+
 def test_recipe_script(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("voicebank_prepare",
                                                   REPO / "recipes" / "VoiceBankDEMAND" / "voicebank_prepare.py")

@@ -37,7 +37,8 @@ SpeechBrain JSON (``{id: {key: value}}``). Paths use two placeholders that the p
 - unpaired ``train.json``: one entry per file, noisy ones with only ``noisy_wav`` (id ``noisy/<id>``),
   clean ones with only ``clean_wav`` (id ``clean/<id>``); ``length`` is that file's duration.
 - unpaired ``valid.json`` without a paired validation folder pair: held-out noisy files only
-  (``noisy_wav``, ``length``, ``spk``): no reference, so no reference-based metric on it.
+  (``noisy_wav``, ``length``, ``spk``): no reference, so the Brain validates on it without one
+  (blind SNR gain and held-out cycle loss, see :mod:`upcycle_se.validation`).
 
 ``length`` is in seconds at the target rate. :mod:`upcycle_se.data.pipeline` reads all of these.
 
@@ -94,6 +95,11 @@ _N_EXAMPLES = 3  # how many offending names an error message lists
 def default_speaker(uid: str) -> str:
     """Speaker of an utterance id: ``"p226_001"`` -> ``"p226"``, ``"spk3/ch1/utt7"`` -> ``"spk3"``."""
     return uid.split("/", 1)[0] if "/" in uid else uid.split("_", 1)[0]
+
+
+def file_as_speaker(uid: str) -> str:
+    """Each file its own "speaker": for recordings without speaker labels (validation holds out files)."""
+    return uid
 
 
 def cache_folder_name(sample_rate: int) -> str:
@@ -163,9 +169,11 @@ def prepare_folders(clean_dir: PathLike, noisy_dir: PathLike, save_folder: PathL
     valid_speakers : training speakers held out for validation (from both folders).
     valid_fraction : alternatively, the fraction of training speakers held out (the last ones in sorted
         order; at least one). Default when neither is given: p226 and p287 if both are training speakers,
-        else the last two speakers (one if the corpus has only two).
+        else the last two speakers (one if the corpus has only two). With ``paired=False`` the held-out
+        speakers are chosen among the noisy folder's (validation is noisy files only).
     sample_rate : target rate; other files are resampled once into ``<save_folder>/wav16k/``.
-    speaker_fn : utterance id -> speaker; default :func:`default_speaker`.
+    speaker_fn : utterance id -> speaker; default :func:`default_speaker`; :func:`file_as_speaker` for
+        recordings without speaker labels.
     data_root : the folder ``{data_root}`` stands for; default the common parent of the given folders.
 
     Returns
@@ -237,7 +245,9 @@ def prepare_folders(clean_dir: PathLike, noisy_dir: PathLike, save_folder: PathL
                          hint=f" ({split} data must be paired: it is the metrics' reference)")
     speakers = {role: {uid: _speaker(speaker_fn, uid) for uid in files[role]} for role in folders}
     train_spks = sorted(set(speakers["clean_train"].values()) | set(speakers["noisy_train"].values()))
-    held_out = [] if "clean_valid" in folders else _choose_valid_speakers(train_spks, valid_speakers, valid_fraction)
+    # Unpaired validation is noisy files only: hold out speakers that have noisy files.
+    candidates = train_spks if paired else sorted(set(speakers["noisy_train"].values()))
+    held_out = [] if "clean_valid" in folders else _choose_valid_speakers(candidates, valid_speakers, valid_fraction)
     for role in ("clean_train", "noisy_train"):
         if all(s in held_out for s in speakers[role].values()):
             raise DataError(f"{folders[role]}: every {_role_words(role)} file belongs to a validation speaker "
