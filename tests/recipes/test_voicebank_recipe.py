@@ -131,8 +131,15 @@ def _torchrun(script: str, corpus: Path, out: Path, *extra: str, env=None, timeo
     cmd = [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", script, "hparams/upcycle_small.yaml",
            f"--data_folder={corpus}", f"--output_folder={out}", f"--prep_folder={out.parent / 'prep'}",
            "--n_epochs=1", "--n_epochs_decay=0", "--distributed_backend=gloo", *FAST, *extra]
-    return subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    proc = subprocess.Popen(cmd, cwd=RECIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # a hang: end torchrun *and* its workers, then fail
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun still running after {timeout} s (hung?): {stdout[-1500:]} {stderr[-1500:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 @pytest.mark.slow
