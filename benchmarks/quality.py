@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -47,6 +47,14 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoiceBankDEMAND"
 DEFAULT_RESULTS = REPO / "benchmarks" / "RESULTS.md"
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+
+
+def markers(budget_name: str) -> tuple:
+    """The section markers of a budget's results: the `cpu` budget owns the main quality section, every
+    other budget writes a section of its own, so a long run does not replace the short one's table."""
+    if budget_name == "cpu":
+        return BEGIN, END
+    return f"<!-- quality:{budget_name}:begin -->", f"<!-- quality:{budget_name}:end -->"
 METRICS = ("pesq", "stoi", "csig", "cbak", "covl", "ssnr")
 CORPUS_SEED = 0
 
@@ -65,6 +73,7 @@ class System:
     unpaired: str
     loss_type: str
     mask_type: str = "complex"
+    extra: Dict[str, str] = field(default_factory=dict)  # more train.py overrides (opt-in options)
 
 
 @dataclass
@@ -98,6 +107,9 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     System("paired", "Up-Cycle-SENet, paired, L1+GAN", "paired", "l1gan"),
     System("paired_magnitude", "Up-Cycle-SENet, paired, L1+GAN, magnitude mask (ablation)", "paired", "l1gan",
            mask_type="magnitude"),
+    # Opt-in, beyond the paper: the identity weight decays to 0 over the first 1000 generator updates.
+    System("unpaired_shuffle_iddecay", "Up-Cycle-SENet, unpaired (shuffled pairs), GAN, identity decayed "
+           "over 1000 steps (opt-in)", "shuffle", "gan", extra={"identity_decay_steps": "1000"}),
 )}
 
 BUDGETS: Dict[str, Budget] = {
@@ -110,6 +122,15 @@ BUDGETS: Dict[str, Budget] = {
     # The paper's configuration (hparams/upcycle.yaml: 9.3 M-parameter generator, 70 + 30 epochs, 2 s crops)
     # on the full-size synthetic corpus. Run where a GPU is lent.
     "gpu": Budget("gpu", "full", "hparams/upcycle.yaml", list(SYSTEMS), device="cuda:0"),
+    # Hours, not minutes, on a 2-core CPU: the `base` generator (1.79 M parameters) on the broad-noise corpus
+    # with Piper pseudo-speakers, 1 s crops, batch 4, 8 + 4 epochs of every training utterance (several
+    # thousand optimizer steps per system); paired, the paper's unpaired setting and the opt-in identity
+    # decay side by side on the same budget. bf16 autocast where the CPU has bf16 hardware. Resumable:
+    # rerun the same command after an interruption (finished systems are reused, train.py resumes).
+    "quality": Budget("quality", "broad_benchmark", "hparams/upcycle_small.yaml",
+                      ["paired", "unpaired_shuffle", "unpaired_shuffle_iddecay"], n_epochs=8, n_epochs_decay=4,
+                      batch_size=4, crop_samples=16000, lr=1e-3, valid_utts_per_speaker=4, equal_steps=False,
+                      parallel=2, threads=1, extra={"generator_preset": "base"}),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,
@@ -320,7 +341,12 @@ def train_command(budget: Budget, system: System, work: Path, prep: Path) -> Lis
             value = (_hparam(budget, key) if value is None else value) * scale
         if value is not None:
             cmd.append(f"--{key}={value}")
-    cmd += [f"--{k}={v}" for k, v in budget.extra.items()]
+    cmd += [f"--{k}={v}" for k, v in {**budget.extra, **system.extra}.items()]
+    if budget.name == "quality" and budget.device == "cpu":
+        from upcycle_se.models.runtime import cpu_has_bf16
+
+        if cpu_has_bf16():  # the fast CPU path of the bf16 work; fp32 elsewhere (never slower)
+            cmd.append("--precision=bf16")
     return cmd
 
 
@@ -420,7 +446,8 @@ def render(state: Dict, budget: Budget, command: str, analysis: str = "") -> str
     for key, row in rows.items():  # labels from the current registry (a state file may predate a rename)
         row["label"] = SYSTEMS[key].label if key in SYSTEMS else BASELINE_LABELS.get(key, row["label"])
     corpus = state["corpus"]
-    lines = [BEGIN, "## Quality", "",
+    begin, end = markers(budget.name)
+    lines = [begin, "## Quality" + ("" if budget.name == "cpu" else f" (budget `{budget.name}`)"), "",
              f"**Corpus: synthetic** (`upcycle_se.data.corpus`, preset `{budget.preset}`, seed {CORPUS_SEED}; "
              "flite / espeak-ng voices with per-speaker warps"
              + (", half of the training speakers Piper neural pseudo-speakers" if _has_piper(budget.preset) else "")
@@ -474,7 +501,7 @@ def render(state: Dict, budget: Budget, command: str, analysis: str = "") -> str
     lines += ["```", "",
               "`--budget gpu` (paper preset: `hparams/upcycle.yaml`, 70 + 30 epochs, 2 s crops, batch 4, the "
               "`full` synthetic preset) is for a machine with a GPU; it has not been run here and no numbers "
-              "are reported for it.", END]
+              "are reported for it.", end]
     return "\n".join(lines) + "\n"
 
 
@@ -575,16 +602,20 @@ def verdict(rows: Dict[str, Dict]) -> List[str]:
     return out
 
 
-def write_results(path: Path, section: str) -> None:
-    """Replaces the quality section of ``path`` (appends it, or creates the file with both sections' markers)."""
-    replace_section(path, section, BEGIN, END)
+def write_results(path: Path, section: str, budget_name: str = "cpu") -> None:
+    """Replaces the budget's quality section of ``path`` (appends it, or creates the file with its markers)."""
+    replace_section(path, section, *markers(budget_name))
 
 
 # ------------------------------------------------------------------------------------------ main
 def run(budget_name: str, work: Path, results: Path, systems: Optional[Sequence[str]] = None,
-        baselines: Optional[Sequence[str]] = None, n_jobs: int = 2, command: str = "", analysis: str = "") -> Dict:
-    """Runs the whole benchmark for one budget; writes ``results`` and ``work/quality_state.json``."""
+        baselines: Optional[Sequence[str]] = None, n_jobs: int = 2, command: str = "", analysis: str = "",
+        parallel: Optional[int] = None) -> Dict:
+    """Runs the whole benchmark for one budget; writes ``results`` and ``work/quality_state.json``.
+    ``parallel`` overrides how many trainings run side by side (the results do not depend on it)."""
     budget = BUDGETS[budget_name]
+    if parallel is not None:
+        budget = replace(budget, parallel=parallel)
     work = work.absolute()
     work.mkdir(parents=True, exist_ok=True)
     logfile = open(work / "quality.log", "a")
@@ -641,7 +672,7 @@ def run(budget_name: str, work: Path, results: Path, systems: Optional[Sequence[
              "total_minutes": (time.perf_counter() - t_start) / 60,
              "rows": {k: {kk: vv for kk, vv in v.items()} for k, v in rows.items()}}
     (work / "quality_state.json").write_text(json.dumps(state, indent=1, default=str))
-    write_results(results, render(state, budget, command, analysis))
+    write_results(results, render(state, budget, command, analysis), budget.name)
     log(f"wrote {results} (total {state['total_minutes']:.1f} min)")
     logfile.close()
     return state
@@ -660,6 +691,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="trained systems (default: the budget's)")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES_DEFAULT, default=None)
     parser.add_argument("--n-jobs", type=int, default=2, help="metric worker processes")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="trainings side by side (default: the budget's; 1 leaves a core to other work)")
     parser.add_argument("--analysis", type=Path, default=None,
                         help="markdown file with a written analysis to include under the table")
     parser.add_argument("--render-only", action="store_true",
@@ -671,11 +704,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         state = json.loads((work / "quality_state.json").read_text())
         write_results(args.results, render(state, BUDGETS[state["budget"]["name"]],
                                           state.get("command", f"python benchmarks/quality.py --budget {args.budget}"),
-                                          analysis))
+                                          analysis), state["budget"]["name"])
         return 0
     argv_run = [a for a in (sys.argv[1:] if argv is None else argv)]
     command = shlex.join(["python", "benchmarks/quality.py", *argv_run])
-    run(args.budget, work, args.results, args.systems, args.baselines, args.n_jobs, command, analysis)
+    run(args.budget, work, args.results, args.systems, args.baselines, args.n_jobs, command, analysis,
+        parallel=args.parallel)
     return 0
 
 
