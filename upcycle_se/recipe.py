@@ -1,18 +1,21 @@
-"""The body of a training recipe, shared by the recipes of every corpus.
+"""Reusable pieces of the training recipes (``recipes/*/train.py``).
 
-A recipe's ``train.py`` only names its data preparation function and calls :func:`run_recipe`, which does
-what SpeechBrain recipes do (parse arguments, load the HyperPyYAML hparams, create the experiment folder,
-prepare the data on the main process, build the datasets, fit, then test the best checkpoint) and turns
-every problem a user can fix (a bad override, a missing data folder, a corrupt file) into one line on
-stderr and exit code 2 before any training time is spent.
+Each recipe's ``train.py`` holds the SpeechBrain recipe body (parse the arguments, load the hparams, create
+the experiment folder, prepare the data on the main process, build the datasets and the Brain, fit,
+evaluate). This module gives it what every recipe needs: :func:`load_hparams` and :func:`validate_hparams`
+(one-line errors for a bad override, before any training time is spent), :func:`check_batches`,
+:func:`init_generator` (``--init_from``: fine-tune an exported model) and :func:`one_line_errors`, which
+turns every problem a user can fix (a bad override, a missing data folder, a corrupt file) into one line on
+stderr and exit code 2 instead of a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from typing import Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Iterator, Optional
 
-import speechbrain as sb
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
@@ -66,8 +69,18 @@ def load_hparams(hparams_file: str, overrides) -> dict:
         raise ConfigError(f"{hparams_file}: bad hparams or override: {msg[:300]}") from None
 
 
-def validate_hparams(hparams: dict) -> None:
-    """Checks the values a typo can make absurd, each with a one-line :class:`ConfigError`."""
+def validate_hparams(hparams: dict, run_opts: Optional[dict] = None) -> None:
+    """Checks the values a typo can make absurd, each with a one-line :class:`ConfigError`.
+
+    ``run_opts`` (from ``sb.parse_arguments``) are checked too where the Brain cannot honour them.
+    """
+    # UpCycleBrain.fit_batch steps two optimizers itself on every batch; SpeechBrain's accumulation lives
+    # in the fit_batch it replaces, so any other factor would be silently ignored.
+    for source in (hparams, run_opts or {}):
+        factor = source.get("grad_accumulation_factor")
+        if factor is not None and factor != 1:
+            raise ConfigError(f"grad_accumulation_factor={factor!r}: not supported by the cycle-GAN training step "
+                              "(two optimizers, one step per batch); raise batch_size instead")
     def positive(key, kind=(int, float)):
         value = hparams.get(key)
         if value is None:
@@ -114,47 +127,57 @@ def one_line(err: UserError) -> str:
     return " ".join(line.strip() for line in lines)
 
 
-def run_recipe(argv: List[str], prepare: Callable[..., None], prepare_kwargs: Callable[[dict], Dict]) -> int:
-    """Runs a whole recipe; returns the exit code.
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Runs a recipe body; a :class:`UserError` becomes ``error: <one line>`` on stderr and exit code 2.
 
-    Arguments
-    ---------
-    argv : the command line after the script name (``hparams.yaml --key=value ...``).
-    prepare : the corpus's data preparation function (run on the main process only).
-    prepare_kwargs : builds ``prepare``'s keyword arguments from the loaded hparams.
+    Example (the body of a ``train.py``)::
+
+        if __name__ == "__main__":
+            with one_line_errors():
+                hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+                ...
     """
-    from upcycle_se.brain import UpCycleBrain
-    from upcycle_se.data.pipeline import dataio_prep
-
     try:
-        hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-        hparams = load_hparams(hparams_file, overrides)
-        validate_hparams(hparams)
-        sb.utils.distributed.ddp_init_group(run_opts)
-        sb.create_experiment_directory(
-            experiment_directory=hparams["output_folder"],
-            hyperparams_to_save=hparams_file,
-            overrides=overrides,
-        )
-        sb.utils.distributed.run_on_main(prepare, kwargs=prepare_kwargs(hparams))
-        datasets = dataio_prep(hparams)
-        check_batches(len(datasets["train"]), hparams.get("train_dataloader_opts") or {})
-
-        brain = UpCycleBrain(
-            modules=hparams["modules"], hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"]
-        )
-        brain.fit(
-            brain.hparams.epoch_counter,
-            train_set=datasets["train"],
-            valid_set=datasets["valid"],
-            train_loader_kwargs=hparams["train_dataloader_opts"],
-            valid_loader_kwargs=hparams["valid_dataloader_opts"],
-        )
-        brain.evaluate(datasets["test"], max_key="pesq", test_loader_kwargs=hparams["test_dataloader_opts"])
+        yield
     except UserError as err:
         message = one_line(err)
         if logger.hasHandlers():  # the experiment's log; before logging is set up it would repeat on stderr
             logger.error(message)
         print(f"error: {message}", file=sys.stderr)
-        return 2
-    return 0
+        sys.exit(2)
+
+
+def load_state_strict(module, path) -> None:
+    """A ``Pretrainer`` load hook: the whole state_dict or an error (SpeechBrain's default only warns about
+    missing keys, which would fine-tune a half-initialised generator without a word)."""
+    import torch
+
+    module.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
+
+
+def init_generator(pretrainer, init_from: str, generator_preset: str) -> None:
+    """Loads the noisy->clean generator of an exported or packaged model folder (``--init_from``).
+
+    Arguments
+    ---------
+    pretrainer : a SpeechBrain ``Pretrainer`` whose ``gen_n2c`` loadable is the recipe's generator, whose
+        path is ``<init_from>/generator.ckpt`` and whose hook is :func:`load_state_strict` (see
+        ``recipes/UnpairedFolders/hparams/upcycle.yaml``).
+    init_from : the model folder (made by ``upcycle-se export``, or ``upcycle_se/pretrained/<name>``).
+    generator_preset : the recipe's preset, named in the error when the model's generator has another size.
+    """
+    from speechbrain.utils.distributed import run_on_main
+
+    ckpt = Path(init_from).expanduser() / "generator.ckpt"
+    if not ckpt.is_file():
+        raise ConfigError(f"init_from={init_from}: no generator.ckpt there (give a folder made by "
+                          "`upcycle-se export`, or a packaged model such as upcycle_se/pretrained/small)")
+    run_on_main(pretrainer.collect_files)
+    try:
+        pretrainer.load_collected()
+    except RuntimeError as err:  # load_state_dict: missing keys or other shapes
+        first = " ".join(str(err).split())[:200]
+        raise ConfigError(f"init_from={init_from}: its generator does not fit generator_preset={generator_preset} "
+                          f"(set --generator_preset/--mask_type to the model's; {first})") from None
+    logger.info("Fine-tuning from %s (gen_n2c; the other networks start from scratch)", ckpt)

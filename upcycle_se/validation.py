@@ -56,21 +56,22 @@ def estimated_snr(wav: torch.Tensor, sample_rate: int = 16000) -> float:
     return float(10 * torch.log10(torch.tensor(max(speech - noise, floor) / noise)))
 
 
-def snr_gain(enhanced: torch.Tensor, noisy: torch.Tensor, lengths: torch.Tensor,
+def snr_gain(predict: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor,
              sample_rate: int = 16000) -> torch.Tensor:
-    """Per-file ``estimated_snr(enhanced) - estimated_snr(noisy)`` in dB.
+    """Per-file ``estimated_snr(enhanced) - estimated_snr(noisy)`` in dB; a SpeechBrain ``MetricStats`` metric.
 
     Arguments
     ---------
-    enhanced, noisy : ``[batch, time]`` waveforms.
+    predict : ``[batch, time]`` enhanced waveforms.
+    target : ``[batch, time]`` the noisy inputs they came from (not a clean reference).
     lengths : ``[batch]`` relative lengths (SpeechBrain's convention).
 
     Returns
     -------
-    ``[batch]`` gains; usable as a SpeechBrain ``MetricStats`` metric (``predict=enhanced, target=noisy``).
+    ``[batch]`` gains.
     """
     gains = []
-    for enh, noi, rel in zip(enhanced, noisy, lengths):
+    for enh, noi, rel in zip(predict, target, lengths):
         n = max(1, int(round(float(rel) * noi.shape[-1])))
         gains.append(estimated_snr(enh[:n], sample_rate) - estimated_snr(noi[:n], sample_rate))
     return torch.tensor(gains)
