@@ -85,17 +85,17 @@ def profile_model(module: nn.Module, sample_rate: int = 16000, timing: bool = Tr
 
 def _main() -> None:
     from upcycle_se.models import MultiScaleDiscriminator, UpCycleGenerator
+    from upcycle_se.models.discriminator import DISCRIMINATOR_PRESETS
+    from upcycle_se.models.generator import GENERATOR_PRESETS
 
     print(f"torch threads: {torch.get_num_threads()}")
     print(f"{'model':<34}{'params':>12}{'GMACs/s':>10}{'fwd 2s (s)':>12}")
-    for preset in ("paper", "small"):
-        models = {
-            f"UpCycleGenerator[{preset}]": UpCycleGenerator.from_preset(preset),
-            f"MultiScaleDiscriminator[{preset}]": MultiScaleDiscriminator.from_preset(preset),
-        }
-        for name, model in models.items():
-            s = profile_model(model)
-            print(f"{name:<34}{s['params']:>12,}{s['gmacs_per_second']:>10.3f}{s['forward_s_2s']:>12.3f}")
+    models = {f"UpCycleGenerator[{p}]": UpCycleGenerator.from_preset(p) for p in GENERATOR_PRESETS}
+    models.update({f"MultiScaleDiscriminator[{p}]": MultiScaleDiscriminator.from_preset(p)
+                   for p in DISCRIMINATOR_PRESETS})
+    for name, model in models.items():
+        s = profile_model(model)
+        print(f"{name:<34}{s['params']:>12,}{s['gmacs_per_second']:>10.3f}{s['forward_s_2s']:>12.3f}")
 
 
 if __name__ == "__main__":
