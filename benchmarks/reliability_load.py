@@ -75,7 +75,7 @@ def make_model(folder: Path, seed: int = 0) -> Path:
     import torch
     from speechbrain.utils.checkpoints import Checkpointer
 
-    from upcycle_se.inference import export_model
+    from upcycle_se.export import export_model
     from upcycle_se.models import UpCycleGenerator
 
     out = folder / "model"

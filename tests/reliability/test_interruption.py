@@ -30,7 +30,7 @@ from speechbrain.utils.epoch_loop import EpochCounter
 from upcycle_se.checkpoints import (INCOMPLETE_PREFIX, STAGING_PREFIX, AtomicCheckpointer, checkpoint_problem,
                                    make_atomic, set_aside_incomplete_checkpoints)
 from upcycle_se.errors import UserError
-from upcycle_se.inference import find_best_checkpoint
+from upcycle_se.export import find_best_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "VoiceBankDEMAND"
