@@ -30,6 +30,11 @@ its own):
 * **Before/after** of the speed work, cumulative steps from the code as it was before it (commit c20c54b,
   whose changed forward methods are reproduced below as ``_legacy_*``) to the current defaults, plus the
   opt-in allocator setting :func:`upcycle_se.models.runtime.keep_freed_memory`, and ``torch.compile``.
+* **Precision** (issue 13): the fp32 and bf16 peaks (matmul and a channels-last conv), each Up-Cycle preset
+  in fp32 and bf16 side by side (interleaved in one process) with % of the peak of its own precision, the
+  packaged default model through ``upcycle-se enhance --precision auto`` vs ``fp32``, and PESQ bf16 vs
+  fp32 on the ``benchmark`` test set. ``--precision-only`` runs just this part and rewrites just its
+  subsection. Without bf16 hardware the bf16 rows are emulated (and flagged so).
 * **Training throughput** (utterance-seconds per second) of one full cycle-GAN step
   (:meth:`upcycle_se.brain.UpCycleBrain.fit_batch`: both generators updated, then both discriminators)
   with the recipes' own hparams (``upcycle.yaml`` = paper, ``upcycle_small.yaml`` = small), batch 4 x 2 s;
@@ -69,7 +74,8 @@ BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 SR = 16000
 NO_GPU = "not measured: no GPU lent to this session (`torch.cuda.is_available()` is False)"
 MODELS = ("paper", "small", "dccrn")
-MODEL_LABELS = {"paper": "Up-Cycle `paper`", "small": "Up-Cycle `small`", "dccrn": "DCCRN-E-sized reference"}
+MODEL_LABELS = {"paper": "Up-Cycle `paper`", "base": "Up-Cycle `base`", "small": "Up-Cycle `small`",
+                "dccrn": "DCCRN-E-sized reference"}
 RECIPE_HPARAMS = {"paper": "upcycle.yaml", "small": "upcycle_small.yaml"}
 
 # ============================================================================ models
@@ -526,7 +532,279 @@ def worker_data(cfg: Dict[str, Any]) -> Dict[str, Any]:
                 "batches": n_batches, "files": len(dataset), "build_s": build_s, "load1": os.getloadavg()[0]}
 
 
-WORKERS = {"infer": worker_infer, "ladder": worker_ladder, "train": worker_train, "data": worker_data}
+# ============================================================================ precision: fp32 vs bf16
+# Issue 13: the bf16 peak next to the fp32 one, the generators in both precisions (one process, passes
+# interleaved, so the ratio is measured under the same load), the packaged model through `upcycle-se
+# enhance` with --precision auto vs fp32, and PESQ bf16 vs fp32 on the benchmark test set.
+
+PRECISION_BEGIN, PRECISION_END = "<!-- speed-precision:begin -->", "<!-- speed-precision:end -->"
+#: Where the quality benchmark leaves the `benchmark` corpus (the packaged model's test set).
+BENCHMARK_CORPUS = REPO / "benchmarks" / "work" / "benchmark_ref" / "corpus"
+
+
+def _best_gflops(fn, flops: float, reps: int) -> float:
+    fn()  # warm-up: primitive creation, clock ramp
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+def worker_kernels(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """GFLOP/s of an ``n^3`` matmul and of a 32->32 5x7 channels-last conv on ``[b, 32, 257, 161]``
+    (the issue's kernels), fp32 and bf16. Without bf16 hardware the bf16 kernels are emulated and ~20-60x
+    slower, so they run smaller (n <= 512, b = 1) to keep the run short; GFLOP/s are comparable anyway."""
+    from upcycle_se.models.runtime import cpu_has_bf16
+
+    hw = cpu_has_bf16()
+    out: Dict[str, Any] = {"bf16_hardware": hw}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        small = name == "bf16" and not hw
+        n = min(int(cfg["n"]), 512) if small else int(cfg["n"])
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        out[f"matmul_{name}"] = _best_gflops(lambda: torch.matmul(a, b), 2.0 * n ** 3, int(cfg.get("reps", 5)))
+        out[f"matmul_{name}_n"] = n
+        batch = 1 if small else 4
+        x = torch.randn(batch, 32, 257, 161, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(32, 32, 5, 7, dtype=dtype)
+        flops = 2.0 * batch * 32 * 32 * 5 * 7 * 257 * 161
+        out[f"conv_{name}"] = _best_gflops(lambda: F.conv2d(x, w, padding=(2, 3)), flops, 3 if small else 5)
+        out[f"conv_{name}_batch"] = batch
+    return out
+
+
+def worker_precision(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """One generator in fp32 and in bf16 (:meth:`UpCycleGenerator.set_unet_dtype`), passes interleaved;
+    also the bf16 output's SNR against fp32 on the same input."""
+    import copy
+
+    from upcycle_se.models.profile import flop_counter
+
+    fp32 = build_model(cfg["model"])
+    models = {"fp32": fp32, "bf16": copy.deepcopy(fp32).set_unet_dtype(torch.bfloat16)}
+    gen = torch.Generator().manual_seed(1)
+    wav = 0.1 * torch.randn(int(cfg["batch"]), int(round(cfg["seconds"] * SR)), generator=gen)
+    outs, walls = {}, {k: [] for k in models}
+    with torch.inference_mode():
+        with flop_counter() as counter:
+            outs["fp32"] = fp32(wav)
+        outs["bf16"] = models["bf16"](wav)
+        t_timed = time.perf_counter()
+        for rnd in range(int(cfg.get("rounds", 3))):
+            for key in (("fp32", "bf16") if rnd % 2 == 0 else ("bf16", "fp32")):
+                w0 = time.perf_counter()
+                models[key](wav)
+                walls[key].append(time.perf_counter() - w0)
+            if time.perf_counter() - t_timed > float(cfg.get("max_timed_s", 60.0)):
+                break
+    err = (outs["fp32"] - outs["bf16"]).pow(2).sum()
+    snr = float(10 * torch.log10(outs["fp32"].pow(2).sum() / err.clamp_min(1e-30)))
+    return {"fp32_s": statistics.median(walls["fp32"]), "bf16_s": statistics.median(walls["bf16"]),
+            "walls": walls, "macs": counter.get_total_flops() / 2.0, "snr_db": snr, "load1": os.getloadavg()[0]}
+
+
+def _speech_like(seconds: float, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(120 + 30 * np.sin(2 * np.pi * 0.7 * t)) / SR
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 2
+    return (0.2 * env * voiced + 0.05 * rng.standard_normal(t.size)).astype("float32")
+
+
+def worker_enhance_precision(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The packaged default model through ``upcycle-se enhance`` (loading included, as a user runs it) on
+    a ``seconds``-long 16 kHz file, with each of ``precisions``, rounds interleaved."""
+    import contextlib
+    import io
+
+    import soundfile as sf
+
+    from upcycle_se.cli import main as cli_main
+    from upcycle_se.cli.enhance import load_enhancer
+
+    precisions = list(cfg["precisions"])
+    resolved = {p: load_enhancer(None, "cpu", p).precision for p in precisions}
+    walls: Dict[str, List[float]] = {p: [] for p in precisions}
+    with tempfile.TemporaryDirectory() as tmp:
+        noisy = Path(tmp) / "noisy.wav"
+        sf.write(noisy, _speech_like(float(cfg["seconds"])), SR, subtype="PCM_16")
+
+        def enhance(precision: str) -> float:
+            with contextlib.redirect_stdout(io.StringIO()):
+                t0 = time.perf_counter()
+                code = cli_main(["enhance", str(noisy), "-o", str(Path(tmp) / precision), "--precision", precision,
+                                 "--overwrite"])
+                wall = time.perf_counter() - t0
+            if code != 0:
+                raise RuntimeError(f"upcycle-se enhance --precision {precision} exited {code}")
+            return wall
+
+        for p in precisions:
+            enhance(p)  # warm-up: imports, oneDNN primitives
+        for rnd in range(int(cfg.get("rounds", 3))):
+            order = precisions[rnd % len(precisions):] + precisions[:rnd % len(precisions)]
+            for p in order:
+                if p in cfg.get("once", []) and walls[p]:
+                    continue
+                walls[p].append(enhance(p))
+    return {"resolved": resolved, "walls": walls, "median_s": {p: statistics.median(w) for p, w in walls.items()},
+            "load1": os.getloadavg()[0]}
+
+
+def worker_pesq_precision(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Wide-band PESQ of the packaged model's output in fp32 and bf16 on ``files`` test files of the
+    ``benchmark`` corpus (evenly spread), against the clean references."""
+    import warnings
+
+    from upcycle_se.audio import read_audio
+    from upcycle_se.inference import UpCycleEnhancement, default_model_dir
+    from upcycle_se.metrics import pesq_wb
+
+    corpus = Path(cfg["corpus"])
+    noisy_files = sorted((corpus / "noisy_testset_wav").glob("*.wav"))
+    step = max(1, len(noisy_files) // max(1, int(cfg["files"])))
+    chosen = noisy_files[::step][: int(cfg["files"])]
+    enhancers = {p: UpCycleEnhancement.from_hparams(source=default_model_dir(), run_opts={"precision": p})
+                 for p in ("fp32", "bf16")}
+    scores: Dict[str, List[float]] = {"noisy": [], "fp32": [], "bf16": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in chosen:
+            clean, _ = read_audio(corpus / "clean_testset_wav" / path.name)
+            noisy, sr = read_audio(path)
+            scores["noisy"].append(pesq_wb(clean.numpy(), noisy.numpy()))
+            for p, enh in enhancers.items():
+                scores[p].append(pesq_wb(clean.numpy(), enh.enhance_signal(noisy, sr).numpy()))
+    diffs = [b - f for f, b in zip(scores["fp32"], scores["bf16"])]
+    return {"files": len(chosen), "of": len(noisy_files), "mean": {k: statistics.fmean(v) for k, v in scores.items()},
+            "mean_diff": statistics.fmean(diffs), "max_abs_diff": max(abs(d) for d in diffs),
+            "load1": os.getloadavg()[0]}
+
+
+def _run_precision_part(args: argparse.Namespace, run: "Runner") -> Dict[str, Any]:
+    """The precision part: kernel peaks, the generators in both precisions, the enhance path, PESQ."""
+    from upcycle_se.models import GENERATOR_PRESETS
+
+    out: Dict[str, Any] = {"kernels": {}, "models": [], "enhance": None, "pesq": None,
+                           "started": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "load_start": os.getloadavg()[0]}
+    for threads in args.threads:
+        run.log(f"precision: fp32 / bf16 kernel peaks, {threads} thread(s)")
+        out["kernels"][threads] = run({"kind": "kernels", "threads": threads, "n": args.gemm_n})
+    for model in [m for m in args.precision_models if m in GENERATOR_PRESETS]:
+        for threads in args.threads:
+            run.log(f"precision: {model} fp32 / bf16 x{threads}, {args.precision_seconds:g} s")
+            row = run({"kind": "precision", "model": model, "threads": threads, "seconds": args.precision_seconds,
+                       "batch": 1, "rounds": args.precision_rounds})
+            out["models"].append({"model": model, "threads": threads, "seconds": args.precision_seconds, **row})
+    threads = max(args.threads)
+    run.log(f"precision: packaged model through `upcycle-se enhance`, auto / fp32 / bf16, x{threads}")
+    out["enhance"] = {"threads": threads, "seconds": args.enhance_seconds, **run({
+        "kind": "enhance_precision", "threads": threads, "seconds": args.enhance_seconds,
+        "precisions": ["auto", "fp32", "bf16"], "once": [] if _bf16_hw() else ["bf16"],
+        "rounds": args.precision_rounds})}
+    corpus = BENCHMARK_CORPUS
+    if args.pesq_files > 0 and (corpus / "noisy_testset_wav").is_dir():
+        run.log(f"precision: PESQ fp32 vs bf16 on {args.pesq_files} benchmark test files, x{threads}")
+        out["pesq"] = run({"kind": "pesq_precision", "threads": threads, "corpus": str(corpus),
+                           "files": args.pesq_files})
+    elif args.pesq_files > 0:
+        out["pesq"] = {"error": f"{corpus} missing: run `python benchmarks/quality.py` once to build it"}
+    return out
+
+
+def _bf16_hw() -> bool:
+    from upcycle_se.models.runtime import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
+def _precision_peak(kernels: Dict[str, Any], name: str) -> float:
+    return max(kernels.get(f"matmul_{name}", 0.0), kernels.get(f"conv_{name}", 0.0))
+
+
+def _precision_lines(res: Dict[str, Any]) -> List[str]:
+    """The precision subsection, between its own markers (``--precision-only`` rewrites just this)."""
+    p = res["precision"]
+    hw = res["machine"].get("bf16_hardware")
+    emu = "" if hw else " (emulated)"
+    out = [PRECISION_BEGIN, "### Precision: fp32 vs bf16", "",
+           f"Measured {p.get('started', res.get('started'))} on **{res['machine']['cpu']}**; bf16 hardware (AMX-BF16 or "
+           f"AVX512-BF16, `upcycle_se.models.runtime.cpu_has_bf16()`): **{'yes' if hw else 'no'}**. "
+           + ("" if hw else "Without it oneDNN has no bf16 convolution and torch falls back to a generic kernel: "
+              "every bf16 figure below is that emulation, shown for completeness, not a speed anyone should "
+              "use; `--precision auto` therefore resolves to fp32 here. ")
+           + f"1-min load average {p.get('load_start', 0.0):.1f} at the start of this part (2 cores).", "",
+           "| threads | matmul fp32 GFLOP/s | matmul bf16 GFLOP/s | conv fp32 GFLOP/s | conv bf16 GFLOP/s | "
+           "peak ratio bf16 / fp32 |", "|---|---|---|---|---|---|"]
+    for t, k in sorted(p["kernels"].items(), key=lambda kv: int(kv[0])):
+        if "error" in k:
+            out.append(f"| {t} | failed: {k['error'][:150]} | | | | |")
+            continue
+        ratio = _precision_peak(k, "bf16") / max(_precision_peak(k, "fp32"), 1e-9)
+        flag = "" if hw else ", emulated"
+        out.append(f"| {t} | {_fmt(k['matmul_fp32'])} (n={k['matmul_fp32_n']}) | {_fmt(k['matmul_bf16'])} "
+                   f"(n={k['matmul_bf16_n']}{flag}) | {_fmt(k['conv_fp32'])} | {_fmt(k['conv_bf16'])} "
+                   f"(batch {k['conv_bf16_batch']}{flag}) | {ratio:.2f}x |")
+    out += ["", "Kernels: `torch.matmul` of two n x n matrices; a 32 -> 32, 5 x 7 `F.conv2d` on channels-last "
+            "[batch, 32, 257, 161] maps (batch 4; smaller where bf16 is emulated, to keep the run short). Best of "
+            "5 (3) after a warm-up. The peak of a precision is the better of its two kernels.", "",
+            "| model | threads | input | fp32 s | bf16 s | speed-up bf16 / fp32 | fp32 % of fp32 peak | "
+            "bf16 % of bf16 peak | bf16 vs fp32 output SNR | load |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in p["models"]:
+        head = f"| {MODEL_LABELS.get(r['model'], r['model'])} | {r['threads']} | {r['seconds']:g} s "
+        if "error" in r:
+            out.append(head + f"| failed: {r['error'][:150]} | | | | | | |")
+            continue
+        k = p["kernels"].get(r["threads"]) or p["kernels"].get(str(r["threads"])) or {}
+        gf = {name: 2.0 * r["macs"] / r[f"{name}_s"] / 1e9 for name in ("fp32", "bf16")}
+        pct = {name: f"{100 * gf[name] / _precision_peak(k, name):.0f} %" if _precision_peak(k, name) else "n/a"
+               for name in gf}
+        out.append(head + f"| {r['fp32_s']:.3g} | {r['bf16_s']:.3g}{emu} | **{r['fp32_s'] / r['bf16_s']:.2f}x** "
+                   f"| {pct['fp32']} | {pct['bf16']} | {r['snr_db']:.1f} dB | {r['load1']:.1f} |")
+    out += ["", "One process per model and thread count holds the fp32 generator and a bf16 copy "
+            "(`UpCycleGenerator.set_unet_dtype(torch.bfloat16)`: bf16 weights and channels-last feature maps, "
+            "batch norms folded in fp32 then rounded once; STFT, mask and waveform fp32); after a warm-up each, "
+            "their timed passes alternate (median). % of peak = 2 x MACs / wall time over the peak of the same "
+            "precision and thread count. SNR: bf16 output against fp32 on the same random input.", ""]
+    e = p.get("enhance")
+    if e and "error" not in e:
+        med, res_p = e["median_s"], e["resolved"]
+        out += [f"**The packaged default model through `upcycle-se enhance`** ({e['seconds']:g} s 16 kHz file, "
+                f"{e['threads']} threads, model loading included, runs interleaved, median; load {e['load1']:.1f}):", "",
+                "| `--precision` | resolves to | wall s | vs fp32 |", "|---|---|---|---|"]
+        for name in ("auto", "fp32", "bf16"):
+            if name in med:
+                flag = emu if res_p[name] == "bf16" else ""
+                out.append(f"| {name} | {res_p[name]}{flag} | {med[name]:.3g} | {med['fp32'] / med[name]:.2f}x |")
+        verdict = ("auto resolved to fp32, the same code path as `--precision fp32`, so it cannot be slower; "
+                   f"measured auto / fp32 = {med['auto'] / med['fp32']:.2f} (run-to-run noise)"
+                   if res_p["auto"] == "fp32" else
+                   f"auto resolved to bf16: {med['fp32'] / med['auto']:.2f}x faster than fp32")
+        out += ["", f"Verdict: {verdict}.", ""]
+    elif e:
+        out += [f"Enhance path: failed: {e['error'][:200]}", ""]
+    q = p.get("pesq")
+    if q and "error" not in q:
+        m = q["mean"]
+        ok = "within" if q["max_abs_diff"] <= 0.02 else "NOT within"
+        out += [f"**PESQ, bf16 vs fp32** (packaged model, {q['files']} of the {q['of']} `benchmark` test files, "
+                f"evenly spread; wide-band PESQ): noisy {m['noisy']:.3f}, fp32 {m['fp32']:.3f}, bf16 {m['bf16']:.3f}; "
+                f"bf16 - fp32 mean {q['mean_diff']:+.4f}, largest per-file |difference| {q['max_abs_diff']:.4f}, "
+                f"{ok} the 0.02 bound.", ""]
+    elif q:
+        out += [f"PESQ bf16 vs fp32: not measured ({q['error'][:200]}).", ""]
+    out.append(PRECISION_END)
+    return out
+
+
+WORKERS = {"infer": worker_infer, "ladder": worker_ladder, "train": worker_train, "data": worker_data,
+           "kernels": worker_kernels, "precision": worker_precision, "enhance_precision": worker_enhance_precision,
+           "pesq_precision": worker_pesq_precision}
 
 
 def run_worker(cfg_json: str) -> None:
@@ -577,7 +855,8 @@ def machine_info() -> Dict[str, Any]:
         mem_gb = float("nan")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "mem_gb": mem_gb, "torch": torch.__version__,
-            "python": platform.python_version(), "gpu": gpu, "onednn": torch.backends.mkldnn.is_available()}
+            "python": platform.python_version(), "gpu": gpu, "onednn": torch.backends.mkldnn.is_available(),
+            "bf16_hardware": _bf16_hw()}
 
 
 def _mem_available_mb() -> float:
@@ -671,6 +950,10 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                 out = run({"kind": "infer", "model": model, "threads": threads, "seconds": args.ladder_seconds,
                            "batch": 1, "repeats": args.ladder_repeats, "compile": True}, timeout=1200)
                 res["compile"].append({"model": model, "threads": threads, **out})
+
+    # ---- fp32 vs bf16
+    if args.precision:
+        res["precision"] = _run_precision_part(args, run)
 
     # ---- training
     res["train"] = []
@@ -819,6 +1102,8 @@ def render(res: Dict[str, Any], command: str) -> str:
         lines += _ladder_lines(res)
     if res["compile"]:
         lines += _compile_lines(res)
+    if res.get("precision"):
+        lines += _precision_lines(res) + [""]
     # training
     lines += _train_lines(res)
     lines += ["", END]
@@ -1009,6 +1294,15 @@ def write_results(path: Path, section: str) -> None:
     replace_section(path, section, BEGIN, END)
 
 
+def write_precision_results(path: Path, section: str) -> None:
+    """Replaces only the precision subsection, adding its markers at the end of the speed section first."""
+    text = path.read_text() if path.is_file() else ""
+    if PRECISION_BEGIN not in text:
+        speed = text.split(BEGIN, 1)[1].split(END, 1)[0] if BEGIN in text and END in text else "\n"
+        write_results(path, BEGIN + speed.rstrip("\n") + f"\n\n{PRECISION_BEGIN}\n{PRECISION_END}\n\n{END}\n")
+    replace_section(path, section, PRECISION_BEGIN, PRECISION_END)
+
+
 # ============================================================================ CLI
 
 def _floats(text: str) -> List[float]:
@@ -1021,9 +1315,9 @@ def _ints(text: str) -> List[int]:
 
 def _names(text: str) -> List[str]:
     names = [v for v in text.split(",") if v]
-    bad = [n for n in names if n not in MODELS]
+    bad = [n for n in names if n not in MODEL_LABELS]
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {bad}; choose from {', '.join(MODELS)}")
+        raise argparse.ArgumentTypeError(f"unknown model(s) {bad}; choose from {', '.join(MODEL_LABELS)}")
     return names
 
 
@@ -1062,6 +1356,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-batches", type=int, default=24)
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--no-gpu", action="store_true", help="CPU only even when a GPU is present")
+    p.add_argument("--no-precision", dest="precision", action="store_false", help="skip the fp32 / bf16 part")
+    p.add_argument("--precision-only", action="store_true",
+                   help="run only the fp32 / bf16 part and rewrite only its subsection of the speed section")
+    p.add_argument("--precision-models", type=_names, default=None, help="generators timed in both precisions "
+                   "(default paper,base,small)")
+    p.add_argument("--precision-seconds", type=float, default=None, help="input of those passes (default 4, quick 1)")
+    p.add_argument("--precision-rounds", type=int, default=3, help="interleaved fp32 / bf16 rounds")
+    p.add_argument("--enhance-seconds", type=float, default=10.0,
+                   help="file length for the packaged model through `upcycle-se enhance`")
+    p.add_argument("--pesq-files", type=int, default=120,
+                   help="benchmark test files scored with PESQ in fp32 and bf16 (0: skip)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
@@ -1087,6 +1392,8 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.train_steps:
         steps.update({k: int(v) for k, v in (kv.split("=") for kv in args.train_steps.split(","))})
     args.train_steps = steps
+    args.precision_models = args.precision_models or ["paper", "base", "small"]
+    args.precision_seconds = args.precision_seconds or (1.0 if quick else 4.0)
     return args
 
 
@@ -1098,6 +1405,24 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = resolve_defaults(args)
     command = "python benchmarks/speed.py" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
+    if args.precision_only:
+        run = Runner(verbose=not args.silent)
+        res = {"machine": machine_info(), "started": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+               "precision": _run_precision_part(args, run)}
+        res["total_s"] = time.perf_counter() - run.t_start
+        lines = _precision_lines(res)
+        lines.insert(-1, f"_This subsection alone: `{command}` ({res['total_s'] / 60:.1f} min)._")
+        lines.insert(-1, "")
+        section = "\n".join(lines) + "\n"
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1, default=str))
+        if args.no_write:
+            print(section)
+        else:
+            write_precision_results(args.results, section)
+            if not args.silent:
+                print(f"wrote the precision subsection of {args.results}")
+        return res
     res = run_benchmark(args)
     section = render(res, command)
     if args.json:

@@ -38,7 +38,7 @@ def test_tiny_run_writes_finite_figures_into_its_section_only(tmp_path):
         "--results", str(results), "--silent", "--models", "small", "--threads", "1", "--durations", "0.2",
         "--batches", "1", "--repeats", "1", "--gemm-n", "128", "--ladder", "none", "--no-compile",
         "--train-models", "small", "--train-batch", "1", "--train-seconds", "0.2", "--train-steps", "small=1",
-        "--no-data",
+        "--no-data", "--no-precision",
     ])
     (row,) = res["infer"]
     assert "error" not in row, row
@@ -91,3 +91,47 @@ def test_before_after_and_compile_tables_render_speed_ups():
     assert "| 2.00x |" in ladder and "| 4.00x |" in ladder  # the default step, in-process
     assert "| 4.00x |" in ladder.splitlines()[-1] and "| 8.00x |" in ladder.splitlines()[-1]  # x2 from the pairs
     assert "| 0.90 | 0.90 |" in "\n".join(speed._compile_lines(res))
+
+
+def _precision_result(bf16_hardware: bool, auto: str) -> dict:
+    """A precision part as the workers return it (made-up but consistent numbers)."""
+    return {"machine": {"cpu": "Test CPU", "bf16_hardware": bf16_hardware}, "started": "2026-01-01 00:00",
+            "precision": {
+                "started": "2026-01-01 00:00", "load_start": 0.5,
+                "kernels": {2: {"matmul_fp32": 100.0, "matmul_fp32_n": 2048, "matmul_bf16": 600.0,
+                                "matmul_bf16_n": 2048, "conv_fp32": 200.0, "conv_bf16": 800.0, "conv_bf16_batch": 4}},
+                "models": [{"model": "paper", "threads": 2, "seconds": 1.0, "fp32_s": 0.4, "bf16_s": 0.1,
+                            "macs": 20e9, "snr_db": 58.0, "load1": 0.4}],
+                "enhance": {"seconds": 10.0, "threads": 2, "load1": 0.3,
+                            "resolved": {"auto": auto, "fp32": "fp32", "bf16": "bf16"},
+                            "median_s": {"auto": 1.0 if auto == "fp32" else 0.4, "fp32": 1.0, "bf16": 0.4}},
+                "pesq": {"files": 24, "of": 120, "mean": {"noisy": 1.1, "fp32": 1.3, "bf16": 1.299},
+                         "mean_diff": -0.001, "max_abs_diff": 0.004}}}
+
+
+def test_precision_table_uses_each_precisions_own_peak_and_flags_emulation():
+    speed = load_speed()
+    text = "\n".join(speed._precision_lines(_precision_result(True, "bf16")))
+    assert "bf16 hardware (AMX-BF16 or AVX512-BF16, `upcycle_se.models.runtime.cpu_has_bf16()`): **yes**" in text
+    assert "| 2 | 100 (n=2048) | 600 (n=2048) | 200 | 800 (batch 4) | 4.00x |" in text  # peak: best kernel
+    # paper: 40 GFLOP per pass -> fp32 100 GFLOP/s = 50 % of 200, bf16 400 GFLOP/s = 50 % of 800
+    assert "| 0.4 | 0.1 | **4.00x** | 50 % | 50 % | 58.0 dB |" in text
+    assert "| auto | bf16 | 0.4 | 2.50x |" in text and "auto resolved to bf16: 2.50x faster" in text
+    assert "(emulated)" not in text and ", emulated)" not in text and "within the 0.02 bound" in text
+
+    text = "\n".join(speed._precision_lines(_precision_result(False, "fp32")))
+    assert "**no**" in text and "(batch 4, emulated)" in text and "| bf16 | bf16 (emulated) |" in text
+    assert "auto resolved to fp32, the same code path as `--precision fp32`" in text
+
+
+def test_precision_only_rewrites_its_subsection_inside_the_speed_section(tmp_path):
+    speed = load_speed()
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# R\n\n<!-- quality:begin -->\nq\n<!-- quality:end -->\n\n"
+                    "<!-- speed:begin -->\n## Speed\nold grid\n<!-- speed:end -->\n")
+    for run in ("first", "second"):
+        speed.write_precision_results(path, f"{speed.PRECISION_BEGIN}\n{run}\n{speed.PRECISION_END}\n")
+    text = path.read_text()
+    speed_section = text.split("<!-- speed:begin -->", 1)[1].split("<!-- speed:end -->", 1)[0]
+    assert "old grid" in speed_section and "second" in speed_section and "first" not in text
+    assert text.count(speed.PRECISION_BEGIN) == 1 and "\nq\n" in text
