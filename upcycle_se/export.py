@@ -58,13 +58,19 @@ ONNX_TOLERANCE = 1e-4
 _GENERATOR_LINE = "generator: !new:upcycle_se.models.UpCycleGenerator"
 
 
-def find_best_checkpoint(checkpoint: PathLike, ckpt_key: str = "pesq"):
+#: The validation keys the recipes choose checkpoints by, in order: PESQ with a paired validation set,
+#: the reference-free ``snr_gain`` without one (recipes/UnpairedFolders).
+SELECTION_KEYS = ("pesq", "snr_gain")
+
+
+def find_best_checkpoint(checkpoint: PathLike, ckpt_key: Optional[str] = None):
     """Finds the recipe checkpoint with the highest ``ckpt_key`` in its ``CKPT.yaml``.
 
     Arguments
     ---------
     checkpoint : a recipe output folder (holding ``save/``), its ``save/`` folder, or one ``CKPT+*`` folder.
-    ckpt_key : the ``CKPT.yaml`` value to maximise (``unixtime`` picks the latest).
+    ckpt_key : the ``CKPT.yaml`` value to maximise (``unixtime`` picks the latest). None: the first of
+        :data:`SELECTION_KEYS` that the checkpoints record, i.e. the one the recipe selected by.
 
     Returns
     -------
@@ -96,6 +102,9 @@ def find_best_checkpoint(checkpoint: PathLike, ckpt_key: str = "pesq"):
                         "in its checkpoints")
     if only is not None:  # a checkpoint chosen by hand is exported whatever it scored
         return ckpts[0], save_dir, 0
+    if ckpt_key is None:
+        ckpt_key = next((k for k in SELECTION_KEYS if any(_finite_number(c.meta.get(k)) for c in ckpts)),
+                        SELECTION_KEYS[0])
     scored = [c for c in ckpts if _finite_number(c.meta.get(ckpt_key))]
     if not scored:
         keys = sorted({k for c in ckpts for k, v in c.meta.items() if _finite_number(v)})
@@ -159,7 +168,7 @@ class ExportInfo(NamedTuple):
     onnx_max_diff: Optional[float] = None
 
 
-def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: str = "pesq", overwrite: bool = False,
+def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = None, overwrite: bool = False,
                  onnx: bool = False) -> ExportInfo:
     """Turns the best recipe checkpoint into a model folder for :class:`UpCycleEnhancement`.
 

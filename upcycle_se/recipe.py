@@ -32,6 +32,14 @@ class _TagBlindLoader(yaml.SafeLoader):
 _TagBlindLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def check_override_types(hparams_file: str, overrides) -> None:
     """Raises a one-line :class:`ConfigError` for an override whose type cannot be the key's.
 
@@ -49,6 +57,8 @@ def check_override_types(hparams_file: str, overrides) -> None:
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             continue
         wanted = int if isinstance(default, int) else (int, float)
+        if wanted is not int and isinstance(value, str) and _is_float(value):
+            continue  # YAML 1.1 reads 1e-12 as a string; HyperPyYAML (YAML 1.2) reads it as a number
         if isinstance(value, bool) or not isinstance(value, wanted):
             kind = "an integer" if wanted is int else "a number"
             raise ConfigError(f"{key}={value!r}: must be {kind} (like the default, {default!r})")

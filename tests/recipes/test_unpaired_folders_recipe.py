@@ -98,7 +98,7 @@ def test_no_validation_folders_train_export_enhance(own_folders, tmp_path):
     assert {"snr_gain/valid", "cycle_loss/valid"} <= set(tags["scalars"])
 
     model = tmp_path / "model"
-    exported = cli("export", "--checkpoint", str(out), "--out", str(model), "--ckpt-key", "snr_gain")
+    exported = cli("export", "--checkpoint", str(out), "--out", str(model))  # picks by snr_gain, as trained
     assert exported.returncode == 0, exported.stderr[-2000:]
     noisy_file = next((own_folders / "noisy").rglob("*.flac"))
     enhanced = cli("enhance", "--model", str(model), "-o", str(tmp_path / "enhanced"), str(noisy_file))

@@ -175,6 +175,7 @@ def test_override_of_the_wrong_type_is_one_line_before_loading(tmp_path, overrid
     assert str(err.value) == expected
     # numbers of the right type, strings for string keys and unknown keys pass through to HyperPyYAML
     check_override_types(hparams, {"n_epochs": 3, "lr": 1, "data_folder": str(tmp_path), "new_key": "x"})
+    check_override_types(hparams, "lr: 1e-12")  # a string to PyYAML, a float to HyperPyYAML
 
 
 def test_unknown_override_key_names_it(tmp_path):

@@ -135,7 +135,7 @@ def test_diverged_after_patience_bad_steps_in_a_row(fresh_brain):
     with pytest.raises(TrainingDivergedError) as err:
         brain.fit_batch(make_batch(99, math.nan))
     msg = str(err.value)
-    assert isinstance(err.value, UserError) and "\n" not in msg  # run_recipe prints it as one line, exit 2
+    assert isinstance(err.value, UserError) and "\n" not in msg  # train.py prints it as one line, exit 2
     assert msg.startswith("training diverged: 4 steps in a row had non-finite losses")
     assert "without saving a checkpoint" in msg
 
