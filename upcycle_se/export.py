@@ -63,6 +63,12 @@ _GENERATOR_LINE = "generator: !new:upcycle_se.models.UpCycleGenerator"
 SELECTION_KEYS = ("pesq", "snr_gain")
 
 
+def chosen_key(meta: dict, ckpt_key: Optional[str] = None) -> str:
+    """The key a checkpoint with ``meta`` was chosen by: ``ckpt_key``, or else the first of
+    :data:`SELECTION_KEYS` it records (what :func:`find_best_checkpoint` maximised)."""
+    return ckpt_key or next((k for k in SELECTION_KEYS if _finite_number(meta.get(k))), SELECTION_KEYS[0])
+
+
 def find_best_checkpoint(checkpoint: PathLike, ckpt_key: Optional[str] = None):
     """Finds the recipe checkpoint with the highest ``ckpt_key`` in its ``CKPT.yaml``.
 
@@ -202,6 +208,7 @@ def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = 
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out}: already exists (use --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_key = chosen_key(ckpt.meta, ckpt_key)
     score = (f"{ckpt_key} = {ckpt.meta[ckpt_key]}, best of {n_scored} checkpoint(s) by {ckpt_key}"
              if n_scored else "checkpoint chosen by hand")
     header = [f"Exported by `upcycle-se export` from {_safe_comment(ckpt.path)}", f"({score}).", ""]

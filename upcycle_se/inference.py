@@ -633,16 +633,3 @@ def unwrap_state_dict(state) -> Dict[str, torch.Tensor]:
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-# Names that moved to upcycle_se.export; imported lazily on first use (export imports this module).
-_MOVED_TO_EXPORT = ("export_model", "find_best_checkpoint", "read_model_config", "render_hparams",
-                    "template_path", "ExportInfo")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_EXPORT:
-        from upcycle_se import export
-
-        return getattr(export, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

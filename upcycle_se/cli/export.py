@@ -29,11 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exports; prints the chosen checkpoint, the model folder and the ONNX check."""
-    from upcycle_se.export import ONNX_FILE, SELECTION_KEYS, export_model
+    from upcycle_se.export import ONNX_FILE, chosen_key, export_model
 
     info = export_model(args.checkpoint, args.out, ckpt_key=args.ckpt_key, overwrite=args.overwrite,
                         onnx=args.onnx)
-    key = args.ckpt_key or next((k for k in SELECTION_KEYS if k in info.checkpoint.meta), SELECTION_KEYS[0])
+    key = chosen_key(info.checkpoint.meta, args.ckpt_key)
     how = (f"{key} = {info.checkpoint.meta[key]}, best of {info.n_compared}"
            if info.n_compared else "chosen by hand")
     print(f"upcycle-se export: {info.checkpoint.path.name} ({how}) -> {info.folder}")
