@@ -1413,26 +1413,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         lines = _precision_lines(res)
         lines.insert(-1, f"_This subsection alone: `{command}` ({res['total_s'] / 60:.1f} min)._")
         lines.insert(-1, "")
-        section = "\n".join(lines) + "\n"
-        if args.json:
-            args.json.write_text(json.dumps(res, indent=1, default=str))
-        if args.no_write:
-            print(section)
-        else:
-            write_precision_results(args.results, section)
-            if not args.silent:
-                print(f"wrote the precision subsection of {args.results}")
-        return res
+        return _publish(args, res, "\n".join(lines) + "\n", write_precision_results, "precision subsection")
     res = run_benchmark(args)
-    section = render(res, command)
+    return _publish(args, res, render(res, command), write_results, "speed section")
+
+
+def _publish(args: argparse.Namespace, res: Dict, section: str, write, what: str) -> Dict:
+    """Writes ``res`` as JSON where asked, and ``section`` into the results file (or prints it)."""
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=str))
     if args.no_write:
         print(section)
     else:
-        write_results(args.results, section)
+        write(args.results, section)
         if not args.silent:
-            print(f"wrote the speed section of {args.results}")
+            print(f"wrote the {what} of {args.results}")
     return res
 
 
