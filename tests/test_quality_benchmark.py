@@ -26,6 +26,10 @@ def test_write_results_replaces_only_the_quality_section(tmp_path):
     text = path.read_text()
     assert "new" in text and "old" not in text and "## Speed\nkeep me" in text
     assert text.count(quality.BEGIN) == 1
+    # another budget's section goes beside it and leaves the `cpu` budget's table as it is
+    quality.write_results(path, "{}\nlong run\n{}\n".format(*quality.markers("quality")), "quality")
+    text = path.read_text()
+    assert "new" in text and "long run" in text and text.count(quality.BEGIN) == 1
 
 
 @pytest.mark.slow
@@ -43,7 +47,8 @@ def test_tiny_budget_end_to_end(tmp_path):
     state = quality.run("tiny", tmp_path / "work", results, n_jobs=1, command="python benchmarks/quality.py --budget tiny")
 
     text = results.read_text()
-    assert "## Speed\nuntouched" in text and quality.BEGIN in text and quality.END in text
+    begin, end = quality.markers("tiny")  # a budget's own section: the `cpu` budget's table is left alone
+    assert "## Speed\nuntouched" in text and begin in text and end in text and quality.BEGIN not in text
     assert "not VoiceBank-DEMAND scores" in text
     assert set(state["rows"]) == {"noisy", "spectral_subtraction", "wiener", "mmse_lsa", "paired"}
     for row in state["rows"].values():  # every row scored on the same test files, finite means
