@@ -126,11 +126,14 @@ BUDGETS: Dict[str, Budget] = {
     # with Piper pseudo-speakers, 1 s crops, batch 4, 8 + 4 epochs of every training utterance (several
     # thousand optimizer steps per system); paired, the paper's unpaired setting and the opt-in identity
     # decay side by side on the same budget. bf16 autocast where the CPU has bf16 hardware. Resumable:
-    # rerun the same command after an interruption (finished systems are reused, train.py resumes).
+    # rerun the same command after an interruption (finished systems are reused, train.py resumes from
+    # its last checkpoint, mid-epoch included). Keep --work outside the checkout for runs that span sessions.
     "quality": Budget("quality", "broad_benchmark", "hparams/upcycle_small.yaml",
                       ["paired", "unpaired_shuffle", "unpaired_shuffle_iddecay"], n_epochs=8, n_epochs_decay=4,
                       batch_size=4, crop_samples=16000, lr=1e-3, valid_utts_per_speaker=4, equal_steps=False,
-                      parallel=2, threads=1, extra={"generator_preset": "base"}),
+                      parallel=2, threads=1,
+                      # intra-epoch checkpoints every 10 min: an interruption loses minutes, not an epoch
+                      extra={"generator_preset": "base", "ckpt_interval_minutes": "10"}),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,
