@@ -52,7 +52,7 @@ def _epoch_stats(train_log: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["shuffle", "paired"])
+@pytest.mark.parametrize("mode", ["paired"])  # unpaired runs end to end in the resume and UnpairedFolders tests
 def test_recipe_trains_and_tests(tiny_corpus, tmp_path, mode):
     extra = [f"--unpaired={mode}"] + (["--loss_type=l1gan"] if mode == "paired" else [])
     out = tmp_path / mode
