@@ -47,11 +47,14 @@ def check_override_types(hparams_file: str, overrides) -> None:
     an int). Checked before loading: otherwise ``--n_epochs=abc`` fails deep inside a ``!ref`` expression
     that uses it (``invalid literal for int(): 'abc + 4'``).
     """
-    given = yaml.safe_load(overrides) if isinstance(overrides, str) else overrides
-    if not isinstance(given, dict):
+    try:  # a file or override plain YAML cannot read is left to HyperPyYAML (and its own error)
+        given = yaml.safe_load(overrides) if isinstance(overrides, str) else overrides
+        with open(hparams_file, encoding="utf-8") as fin:
+            defaults = yaml.load(fin, Loader=_TagBlindLoader)
+    except yaml.YAMLError:
         return
-    with open(hparams_file, encoding="utf-8") as fin:
-        defaults = yaml.load(fin, Loader=_TagBlindLoader) or {}
+    if not isinstance(given, dict) or not isinstance(defaults, dict):
+        return
     for key, value in given.items():
         default = defaults.get(key)
         if isinstance(default, bool) or not isinstance(default, (int, float)):
