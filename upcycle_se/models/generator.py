@@ -310,9 +310,9 @@ class UpCycleGenerator(nn.Module):
         n_freq, n_frames = spec.shape[-2], spec.shape[-1]
         m = self.size_multiple
         x = F.pad(spec, (0, (-n_frames) % m, 0, (-n_freq) % m))
-        # Not under CPU autocast: bf16 channels-last convolution backward crashes this torch's oneDNN.
-        if (self.channels_last_on_cpu and x.device.type == "cpu" and not torch.jit.is_tracing()
-                and not torch.is_autocast_enabled("cpu")):
+        # Under bf16 autocast too: the one oneDNN backward that crashes on channels-last (grouped dilated
+        # convolutions) is routed around in ComplexConv2d.conv.
+        if self.channels_last_on_cpu and x.device.type == "cpu" and not torch.jit.is_tracing():
             x = x.contiguous(memory_format=torch.channels_last)
         x = x.to(self.unet_dtype)  # no-op in fp32; one cast (layout kept) after set_unet_dtype(bfloat16)
         h = self.proj_res(self.proj(x))

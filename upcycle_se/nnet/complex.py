@@ -269,7 +269,28 @@ class ComplexConv2d(_ComplexConvBase):
             # torch sends single-threaded 1x1 convolutions of small batches to its generic GEMM path,
             # which is ~2x slower than oneDNN's on AVX-512 CPUs; call oneDNN directly (same result).
             return torch.mkldnn_convolution(x, weight, bias, [0, 0], [1, 1], [1, 1], self.groups)
+        if self._bf16_backward_crashes(x, weight):
+            # In fp32, channels-last kept: oneDNN's fp32 kernel for these is fast and sound, whereas bf16 on a
+            # contiguous copy falls back to its reference kernel (measured ~2x slower for the whole layer).
+            with torch.autocast("cpu", enabled=False):
+                y = F.conv2d(x.float(), weight.float(), None if bias is None else bias.float(), self.stride,
+                             self.padding, self.dilation, self.groups)
+            return y.to(x.dtype)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _bf16_backward_crashes(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
+        """Whether this convolution would reach a oneDNN bf16 backward that crashes (torch 2.14.1, measured
+        on AVX512-BF16): grouped *and* dilated, channels-last, bf16 (autocast or bf16 tensors), gradients
+        recorded. A segmentation fault, not an exception, so it is routed around: such a layer (the ASPP
+        branches only) runs in fp32. Dilation 7 and above crashed, 2-6 did not; every dilation is routed, as
+        the bound may depend on the shape."""
+        if self.groups == 1 or max(self.dilation) == 1 or x.device.type != "cpu":
+            return False
+        if not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)):
+            return False
+        bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                              and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return bf16 and is_channels_last(x)
 
     @property
     def _pointwise(self) -> bool:
@@ -531,7 +552,7 @@ class ComplexDepthwiseSeparableConv2d(nn.Module):
         input columns are reordered (a permutation of a small weight, not of a feature map).
         """
         dw, pw = self.depthwise, self.pointwise
-        h = F.conv2d(x, dw.block_weight(), None, dw.stride, dw.padding, dw.dilation, dw.groups)
+        h = dw.conv(x, dw.block_weight(), None)
         weight, bias = _interleave_groups(pw.block_weight(), dw.groups), pw.block_bias()  # reorders columns (dim 1)
         if norm is not None and norm.foldable():
             return pw.conv(h, *fold_into_conv(weight, bias, norm))
