@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from upcycle_se.cli import main
+from upcycle_se.errors import UserError
 
 CONSOLE_SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "upcycle-se"
 
@@ -84,7 +85,7 @@ def test_nothing_to_do_needs_no_model(noisy, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     sf.write(out / "a.wav", tone(0.1, 16000), 16000)
-    monkeypatch.setattr(inference, "default_model_dir", lambda: tmp_path / "no_model")
+    monkeypatch.setattr(inference, "packaged_model_dir", lambda name="default": tmp_path / "no_model")
     assert enhance(noisy / "a.wav", "-o", out) == 0  # skipped: the missing model is never needed
     assert "0 done, 1 skipped" in capsys.readouterr().out
 
@@ -92,10 +93,34 @@ def test_nothing_to_do_needs_no_model(noisy, tmp_path, capsys, monkeypatch):
 def test_missing_packaged_model_is_one_clear_line(noisy, tmp_path, capsys, monkeypatch):
     import upcycle_se.inference as inference
 
-    monkeypatch.setattr(inference, "default_model_dir", lambda: tmp_path / "pretrained" / "small")
+    monkeypatch.setattr(inference, "packaged_model_dir", lambda name="default": tmp_path / "pretrained" / name)
     assert enhance(noisy / "a.wav", "-o", tmp_path / "out") == 2
     lines = error_lines(capsys.readouterr().err)
-    assert len(lines) == 1 and "packaged model is missing" in lines[0] and "upcycle-se export" in lines[0]
+    assert len(lines) == 1 and "packaged model 'default' is missing" in lines[0] and "upcycle-se export" in lines[0]
+
+
+def test_packaged_models_are_chosen_by_name_and_a_folder_of_that_name_wins(noisy, tmp_path, monkeypatch):
+    from upcycle_se.cli.enhance import load_enhancer
+    from upcycle_se.inference import PACKAGED_MODELS, packaged_model_dir
+
+    assert {"default", "unpaired"} <= set(PACKAGED_MODELS)
+    for name in PACKAGED_MODELS:
+        enh = load_enhancer(name, "cpu", "fp32")
+        assert enh.mods.enhance_model.generator.training is False
+        assert packaged_model_dir(name).parent.name == "pretrained"
+    # an exported folder that happens to be called like a packaged model is the user's, not ours
+    mine = tmp_path / "work"
+    mine.mkdir()
+    monkeypatch.chdir(mine)
+    (mine / "unpaired").mkdir()
+    with pytest.raises(UserError, match="unpaired"):  # an empty folder: the folder was tried, not the package
+        load_enhancer("unpaired", "cpu", "fp32")
+
+
+def test_unknown_packaged_model_name_is_one_line(noisy, tmp_path, capsys):
+    assert enhance(noisy / "a.wav", "-o", tmp_path / "out", "--model", "nosuchmodel") == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "nosuchmodel" in lines[0]
 
 
 @pytest.mark.parametrize("case", ["missing file", "zero-byte file", "empty audio", "corrupt header",
@@ -262,7 +287,8 @@ def test_export_onnx_writes_a_graph_that_enhances_like_pytorch(tmp_path, capsys)
     session = ort.InferenceSession(str(tmp_path / "m" / "generator.onnx"), providers=["CPUExecutionProvider"])
     wav = torch.from_numpy(tone(0.7, 16000)[:, 0])[None]
     (onnx_out,) = session.run(None, {"wav": wav.numpy()})
-    eager = UpCycleEnhancement.from_hparams(source=tmp_path / "m").enhance_batch(wav)
+    # fp32: the ONNX graph is fp32, while "auto" would pick bf16 on a CPU with bf16 hardware
+    eager = UpCycleEnhancement.from_hparams(source=tmp_path / "m", run_opts={"precision": "fp32"}).enhance_batch(wav)
     np.testing.assert_allclose(onnx_out, eager.numpy(), rtol=0, atol=1e-5)
 
 

@@ -62,7 +62,9 @@ def model_dir(recipe, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def enhancer(model_dir) -> UpCycleEnhancement:
-    return UpCycleEnhancement.from_hparams(source=model_dir, run_opts={"device": "cpu"})
+    # fp32: these tests compare outputs to float tolerances; "auto" is bf16 on a CPU with bf16 hardware
+    # (tests/test_precision.py covers that path and its own bounds)
+    return UpCycleEnhancement.from_hparams(source=model_dir, run_opts={"device": "cpu", "precision": "fp32"})
 
 
 def speech_like(seconds: float, sr: int, seed: int = 0, channels: int = 1) -> np.ndarray:
@@ -107,7 +109,8 @@ def test_from_hparams_is_offline_and_links_into_savedir(model_dir, tmp_path, mon
     monkeypatch.setattr(fetching.urllib.request, "urlretrieve", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     savedir = tmp_path / "savedir"
-    enh = UpCycleEnhancement.from_hparams(source=str(model_dir), savedir=savedir, run_opts={"device": "cpu"})
+    enh = UpCycleEnhancement.from_hparams(source=str(model_dir), savedir=savedir,
+                                          run_opts={"device": "cpu", "precision": "fp32"})  # weights as stored
     for name in (HPARAMS_FILE, GENERATOR_FILE):
         assert (savedir / name).is_symlink() and (savedir / name).resolve() == (model_dir / name).resolve()
     reference = torch.load(model_dir / GENERATOR_FILE, weights_only=True)

@@ -270,7 +270,7 @@ def test_route_around_applies_only_to_bf16_backward(autocast, grad, expected):
 
 def test_bf16_autocast_gradients_follow_fp32():
     """One training step's generator gradients under bf16 autocast point the same way as in fp32
-    (measured cosine 0.999+ per tensor on this input; bf16 keeps 8 mantissa bits)."""
+    (measured cosine 0.998 on this input; bf16 keeps 8 mantissa bits)."""
     torch.manual_seed(0)
     gen = UpCycleGenerator.from_preset("small").train()
     wav, target = speech_like(0.5), speech_like(0.5, seed=1) * 0.5

@@ -37,7 +37,8 @@ def test_stock_waveform_enhancement_loads_and_matches_upcycle_enhancement(which,
     source = exported_small_model if which == "exported" else default_model_dir()
     folder = copy_model(source, tmp_path)
     stock = WaveformEnhancement.from_hparams(source=str(folder), savedir=str(folder))
-    ours = UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": "cpu"})
+    # fp32 as the stock interface runs it ("auto" would be bf16 on a CPU with bf16 hardware)
+    ours = UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": "cpu", "precision": "fp32"})
     noisy = torch.from_numpy(np.stack([harmonic(0.5), harmonic(0.5, f0=210)])) \
         + 0.02 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
     enhanced = stock.enhance_batch(noisy)
