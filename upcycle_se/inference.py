@@ -61,9 +61,24 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _EXTENSION_FORMATS = {"aif": "AIFF", "oga": "OGG", "opus": "OGG"}
 
 
+#: Packaged models, by the name ``upcycle-se enhance --model`` and :func:`packaged_model_dir` take, and the
+#: folder under ``upcycle_se/pretrained/`` each name means. ``default`` is the best packaged model (the
+#: model cards, ``MODEL.md``, give the figures that chose it); ``unpaired`` the best one trained unpaired.
+PACKAGED_MODELS: Dict[str, str] = {"default": "small", "unpaired": "small", "small": "small"}
+
+
+def packaged_model_dir(name: str = "default") -> Path:
+    """The folder of packaged model ``name`` (see :data:`PACKAGED_MODELS`); it may not exist (a checkout
+    without it). An unknown name is a one-line :class:`UserError` listing the names."""
+    if name not in PACKAGED_MODELS:
+        raise UserError(f"unknown packaged model {name!r}; packaged: {', '.join(PACKAGED_MODELS)} "
+                        "(or give a model folder made by `upcycle-se export`)")
+    return Path(__file__).resolve().parent / "pretrained" / PACKAGED_MODELS[name]
+
+
 def default_model_dir() -> Path:
-    """The packaged pretrained model folder (``upcycle_se/pretrained/small``); it may not exist."""
-    return Path(__file__).resolve().parent / "pretrained" / "small"
+    """The default packaged model's folder (``packaged_model_dir("default")``); it may not exist."""
+    return packaged_model_dir("default")
 
 
 # --------------------------------------------------------------------------------------------- chunking

@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the ``enhance`` options."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files and/or folders (searched recursively)")
     parser.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="folder for the enhanced files")
-    parser.add_argument("--model", metavar="FOLDER", default=None,
-                        help="model folder made by `upcycle-se export` (default: the packaged small model)")
+    parser.add_argument("--model", metavar="NAME|FOLDER", default=None,
+                        help="a packaged model by name (default, unpaired, small; see the README's model table) "
+                             "or a model folder made by `upcycle-se export` (default: default)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--precision", default="auto", metavar="{auto,fp32,bf16}",
                         help="arithmetic of the model: auto = bf16 where the CPU/GPU has bf16 hardware (AMX, "
@@ -150,20 +151,22 @@ def collect_jobs(inputs: Iterable[str], out_dir: Path) -> Tuple[List[Tuple[Path,
 
 
 def load_enhancer(model: str = None, device: str = "cpu", precision: str = "auto"):
-    """Loads ``model`` (a folder), or the packaged model, on ``device`` in ``precision`` (auto, fp32,
-    bf16); one-line UserError if impossible."""
+    """Loads ``model`` (a packaged model's name or a model folder; None: the default packaged model) on
+    ``device`` in ``precision`` (auto, fp32, bf16); one-line UserError if impossible."""
     import torch
 
-    from upcycle_se.inference import UpCycleEnhancement, default_model_dir
+    from upcycle_se.inference import PACKAGED_MODELS, UpCycleEnhancement, packaged_model_dir
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available here (use --device cpu)")
-    if model is None:
-        folder = default_model_dir()
+    # A name is a packaged model unless a folder of that name exists here (the folder wins: it is explicit).
+    if model is None or (model in PACKAGED_MODELS and not Path(model).expanduser().is_dir()):
+        name = model or "default"
+        folder = packaged_model_dir(name)
         if not folder.is_dir():
             raise UserError(
-                f"the packaged model is missing ({folder}); pass --model FOLDER, made from a trained recipe "
-                "with `upcycle-se export --checkpoint <recipe output folder> --out FOLDER`")
+                f"the packaged model {name!r} is missing ({folder}); pass --model FOLDER, made from a trained "
+                "recipe with `upcycle-se export --checkpoint <recipe output folder> --out FOLDER`")
     else:
         folder = Path(model).expanduser()
     return UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": device, "precision": precision})
