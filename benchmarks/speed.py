@@ -403,8 +403,9 @@ def worker_infer(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _make_brain(preset: str, workdir: Path, device: str):
-    """The recipe's :class:`UpCycleBrain` (its own hparams file), set up as ``fit`` does before batch 1."""
+def _make_brain(preset: str, workdir: Path, device: str, precision: str = "fp32"):
+    """The recipe's :class:`UpCycleBrain` (its own hparams file), set up as ``fit`` does before batch 1;
+    ``precision`` is SpeechBrain's run option (``bf16``: autocast, fp32 master weights)."""
     import speechbrain as sb
 
     from upcycle_se.brain import UpCycleBrain
@@ -414,7 +415,7 @@ def _make_brain(preset: str, workdir: Path, device: str):
     hp = load_hparams(str(hparams_file), {
         "data_folder": str(workdir), "output_folder": str(workdir / f"out_{preset}"), "crop_samples": 32000,
         "batch_size": 4, "n_jobs": 1, "valid_metrics": ["pesq"], "tensorboard_logger": None})
-    brain = UpCycleBrain(modules=hp["modules"], hparams=hp, run_opts={"device": device},
+    brain = UpCycleBrain(modules=hp["modules"], hparams=hp, run_opts={"device": device, "precision": precision},
                          checkpointer=hp["checkpointer"])
     brain.on_fit_start()
     brain.modules.train()
@@ -456,6 +457,60 @@ def worker_train(cfg: Dict[str, Any]) -> Dict[str, Any]:
             out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         if profile_shares is not None:
             out["profile"] = profile_shares
+    return out
+
+
+#: The training-step variants of the precision part: SpeechBrain's ``--precision`` run option, and whether the
+#: generators keep channels-last feature maps under autocast (before the oneDNN route-around they could not).
+TRAIN_VARIANTS = {"fp32": ("fp32", True), "bf16_nchw": ("bf16", False), "bf16": ("bf16", True)}
+
+
+def worker_train_precision(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Seconds per cycle-GAN step (``fit_batch``) in each of :data:`TRAIN_VARIANTS`, one Brain each (same
+    initial weights), timed steps interleaved; plus what the parts of a step cost on their own (the buffer
+    copy, each optimizer's step) and a profile of one step per variant."""
+    import speechbrain as sb  # noqa: F401  (the Brains below)
+
+    batch, samples = int(cfg.get("batch", 4)), int(cfg.get("samples", 32000))
+    names = list(cfg.get("variants", TRAIN_VARIANTS))
+    walls: Dict[str, List[float]] = {n: [] for n in names}
+    out: Dict[str, Any] = {"variants": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        brains = {}
+        for n in names:
+            precision, channels_last = TRAIN_VARIANTS[n]
+            torch.manual_seed(0)
+            brains[n] = brain = _make_brain(cfg["preset"], Path(tmp) / n, "cpu", precision)
+            for g in ("gen_n2c", "gen_c2n"):
+                brain.modules[g].channels_last_on_cpu = channels_last
+            brain.fit_batch(_random_batch(batch, samples, 0))  # warm-up: Adam state, oneDNN primitives
+        for step in range(int(cfg.get("steps", 2))):
+            for n in (names if step % 2 == 0 else names[::-1]):
+                b = _random_batch(batch, samples, step + 1)
+                w0 = time.perf_counter()
+                loss = brains[n].fit_batch(b)
+                walls[n].append(time.perf_counter() - w0)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"{n}: non-finite loss {float(loss)}")
+        for n, brain in brains.items():
+            parts = {}
+            t0 = time.perf_counter()
+            for _ in range(5):
+                brain._buffers()
+            parts["buffer copy"] = (time.perf_counter() - t0) / 5
+            for opt_name, opt in brain.optimizers_dict.items():  # Adam on the gradients of the last step
+                for group in opt.param_groups:
+                    for prm in group["params"]:
+                        if prm.grad is None:
+                            prm.grad = torch.zeros_like(prm)
+                t0 = time.perf_counter()
+                opt.step()
+                parts[f"{opt_name} step"] = time.perf_counter() - t0
+            shares = _profile_step(brain, batch, samples, "cpu") if cfg.get("profile", True) else None
+            out["variants"][n] = {"wall_s": statistics.median(walls[n]), "walls": walls[n], "parts": parts,
+                                  "profile": shares, "params": sum(p.numel() for p in brain.modules.parameters())}
+    out["load1"] = os.getloadavg()[0]
+    out["peak_rss_mb"] = _peak_rss_mb()
     return out
 
 
@@ -702,6 +757,14 @@ def _run_precision_part(args: argparse.Namespace, run: "Runner") -> Dict[str, An
                        "batch": 1, "rounds": args.precision_rounds})
             out["models"].append({"model": model, "threads": threads, "seconds": args.precision_seconds, **row})
     threads = max(args.threads)
+    out["train"] = []
+    for preset in args.train_models:
+        run.log(f"precision: cycle-GAN training step {preset}, {' / '.join(TRAIN_VARIANTS)}, x{threads}")
+        out["train"].append({"preset": preset, "threads": threads, "batch": args.train_batch,
+                             "seconds": args.train_seconds, **run({
+                                 "kind": "train_precision", "preset": preset, "threads": threads,
+                                 "batch": args.train_batch, "samples": int(round(args.train_seconds * SR)),
+                                 "steps": args.train_steps.get(preset, 2)}, timeout=3600)})
     run.log(f"precision: packaged model through `upcycle-se enhance`, auto / fp32 / bf16, x{threads}")
     out["enhance"] = {"threads": threads, "seconds": args.enhance_seconds, **run({
         "kind": "enhance_precision", "threads": threads, "seconds": args.enhance_seconds,
@@ -714,6 +777,39 @@ def _run_precision_part(args: argparse.Namespace, run: "Runner") -> Dict[str, An
                            "files": args.pesq_files})
     elif args.pesq_files > 0:
         out["pesq"] = {"error": f"{corpus} missing: run `python benchmarks/quality.py` once to build it"}
+    return out
+
+
+def _train_precision_lines(rows: List[Dict[str, Any]], hw: bool) -> List[str]:
+    """The training rows of the precision subsection: s/step per variant, what parts cost, the profile."""
+    if not rows:
+        return []
+    emu = "" if hw else " (emulated)"
+    out = ["**Cycle-GAN training step, fp32 vs bf16 autocast** (`UpCycleBrain.fit_batch` with the recipes' "
+           "hparams, SpeechBrain's `--precision` run option: bf16 autocast with fp32 master weights; one Brain per "
+           "variant from the same initial weights, timed steps interleaved, median):", "",
+           "| preset | threads | batch x crop | fp32 s/step | bf16, NCHW (before) s/step | bf16, channels-last "
+           "s/step | bf16 / fp32 speed-up | what channels-last adds | load |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = f"| {r['preset']} | {r['threads']} | {r['batch']} x {r['seconds']:g} s "
+        if "error" in r:
+            out.append(head + f"| failed: {r['error'][:150]} | | | | | |")
+            continue
+        v = {k: x["wall_s"] for k, x in r["variants"].items()}
+        out.append(head + f"| {v['fp32']:.3g} | {v['bf16_nchw']:.3g}{emu} | {v['bf16']:.3g}{emu} "
+                   f"| **{v['fp32'] / v['bf16']:.2f}x** | {v['bf16_nchw'] / v['bf16']:.2f}x | {r['load1']:.1f} |")
+    out += ["", "Parts of a step, measured on their own after the timed steps (seconds), and the step's "
+            "profile (self CPU time by operator category, top 4):", "",
+            "| preset | variant | buffer copy | g_optimizer step | d_optimizer step | profile |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        for name, x in (r.get("variants") or {}).items():
+            parts = x["parts"]
+            prof = ", ".join(f"{k} {100 * s:.0f} %" for k, s in list((x.get("profile") or {}).items())[:4])
+            out.append(f"| {r['preset']} | {name} | {parts.get('buffer copy', 0):.4f} "
+                       f"| {parts.get('g_optimizer step', 0):.3f} | {parts.get('d_optimizer step', 0):.3f} | {prof} |")
+    out += ["", "bf16 NCHW is how `--precision=bf16` trained before: channels-last was switched off under "
+            "autocast because one oneDNN bf16 backward (grouped + dilated convolution, channels-last) segfaults. "
+            "Now only those layers (the ASPP branches) run in fp32 and the rest keeps channels-last.", ""]
     return out
 
 
@@ -771,6 +867,7 @@ def _precision_lines(res: Dict[str, Any]) -> List[str]:
             "batch norms folded in fp32 then rounded once; STFT, mask and waveform fp32); after a warm-up each, "
             "their timed passes alternate (median). % of peak = 2 x MACs / wall time over the peak of the same "
             "precision and thread count. SNR: bf16 output against fp32 on the same random input.", ""]
+    out += _train_precision_lines(p.get("train") or [], hw)
     e = p.get("enhance")
     if e and "error" not in e:
         med, res_p = e["median_s"], e["resolved"]
@@ -804,7 +901,8 @@ def _precision_lines(res: Dict[str, Any]) -> List[str]:
 
 WORKERS = {"infer": worker_infer, "ladder": worker_ladder, "train": worker_train, "data": worker_data,
            "kernels": worker_kernels, "precision": worker_precision, "enhance_precision": worker_enhance_precision,
-           "pesq_precision": worker_pesq_precision}
+           "pesq_precision": worker_pesq_precision,
+           "train_precision": worker_train_precision}
 
 
 def run_worker(cfg_json: str) -> None:

@@ -124,6 +124,35 @@ def test_precision_table_uses_each_precisions_own_peak_and_flags_emulation():
     assert "auto resolved to fp32, the same code path as `--precision fp32`" in text
 
 
+def test_training_precision_rows_give_each_variants_ratio():
+    speed = load_speed()
+    res = _precision_result(True, "bf16")
+    prof = {"convolution backward": 0.5, "convolution forward": 0.2, "copies / cat / pad": 0.1, "other": 0.05}
+    res["precision"]["train"] = [{"preset": "paper", "threads": 2, "batch": 4, "seconds": 2.0, "load1": 0.2,
+                                  "variants": {n: {"wall_s": w, "parts": {"buffer copy": 0.0012,
+                                                                            "g_optimizer step": 0.05,
+                                                                            "d_optimizer step": 0.08},
+                                                   "profile": prof}
+                                               for n, w in (("fp32", 30.0), ("bf16_nchw", 20.0), ("bf16", 12.0))}}]
+    text = "\n".join(speed._precision_lines(res))
+    # fp32 / bf16 = 2.5x; channels-last: 20 / 12 = 1.67x
+    assert "| paper | 2 | 4 x 2 s | 30 | 20 | 12 | **2.50x** | 1.67x | 0.2 |" in text
+    assert "| paper | bf16 | 0.0012 | 0.050 | 0.080 | convolution backward 50 %, convolution forward 20 %" in text
+
+
+def test_training_precision_worker_times_every_variant_on_real_steps():
+    """The worker really trains: three Brains (fp32, bf16 NCHW, bf16 channels-last) of the small recipe,
+    finite losses, one timed step each (short crops: the figures do not matter here, only that they exist)."""
+    speed = load_speed()
+    out = speed.worker_train_precision({"preset": "small", "batch": 1, "samples": 2000, "steps": 1,
+                                        "profile": False})
+    assert set(out["variants"]) == {"fp32", "bf16_nchw", "bf16"}
+    for v in out["variants"].values():
+        assert len(v["walls"]) == 1 and v["wall_s"] > 0
+        assert set(v["parts"]) == {"buffer copy", "g_optimizer step", "d_optimizer step"}
+        assert v["params"] > 100_000
+
+
 def test_precision_only_rewrites_its_subsection_inside_the_speed_section(tmp_path):
     speed = load_speed()
     path = tmp_path / "RESULTS.md"
