@@ -74,6 +74,8 @@ class System:
     loss_type: str
     mask_type: str = "complex"
     extra: Dict[str, str] = field(default_factory=dict)  # more train.py overrides (opt-in options)
+    n_epochs: Optional[int] = None  # None: the budget's (a system may train longer or shorter than the rest)
+    n_epochs_decay: Optional[int] = None
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Budget:
     realvoice_snrs: Optional[List[float]] = None  # None: the corpus's test SNRs
 
 
+PAPER_SYSTEMS = ["unpaired_disjoint", "unpaired_shuffle", "paired", "paired_magnitude"]
 SYSTEMS: Dict[str, System] = {s.name: s for s in (
     System("unpaired_disjoint", "Up-Cycle-SENet, unpaired (disjoint halves), GAN", "disjoint", "gan"),
     System("unpaired_shuffle", "Up-Cycle-SENet, unpaired (shuffled pairs), GAN", "shuffle", "gan"),
@@ -110,18 +113,26 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     # Opt-in, beyond the paper: the identity weight decays to 0 over the first 1000 generator updates.
     System("unpaired_shuffle_iddecay", "Up-Cycle-SENet, unpaired (shuffled pairs), GAN, identity decayed "
            "over 1000 steps (opt-in)", "shuffle", "gan", extra={"identity_decay_steps": "1000"}),
+    # The `session` budget's two systems: what a 2-core CPU trains in about 90 minutes per system.
+    # Supervised L1 only (no discriminators, no cycle) costs one generator pass per step instead of six
+    # passes plus two discriminators: measured 0.85 s against 5.5 s per step (base, batch 4 x 1 s, 1 thread).
+    System("paired_l1_base", "Up-Cycle-SENet generator (base), paired, supervised L1 only", "paired", "l1",
+           extra={"generator_preset": "base"}, n_epochs=10, n_epochs_decay=4),
+    System("unpaired_shuffle_iddecay_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, identity "
+           "decayed over 1000 steps (opt-in)", "shuffle", "gan",
+           extra={"generator_preset": "small", "identity_decay_steps": "1000"}, n_epochs=4, n_epochs_decay=2),
 )}
 
 BUDGETS: Dict[str, Budget] = {
     # A 2-core CPU shared with other jobs: small generator, 0.5 s crops, batch 2, 3 epochs of a per-epoch
     # subset of 8 utterances per training speaker (all 22 speakers), lr 1e-3 as in upcycle_small.yaml.
     # One thread per training: on an oversubscribed machine two intra-op threads were ~3x slower per step.
-    "cpu": Budget("cpu", "benchmark", "hparams/upcycle_small.yaml", list(SYSTEMS), n_epochs=2, n_epochs_decay=1,
+    "cpu": Budget("cpu", "benchmark", "hparams/upcycle_small.yaml", PAPER_SYSTEMS, n_epochs=2, n_epochs_decay=1,
                   batch_size=2, crop_samples=8000, lr=1e-3, train_utts_per_speaker=8, valid_utts_per_speaker=10,
                   parallel=2, threads=1),
     # The paper's configuration (hparams/upcycle.yaml: 9.3 M-parameter generator, 70 + 30 epochs, 2 s crops)
     # on the full-size synthetic corpus. Run where a GPU is lent.
-    "gpu": Budget("gpu", "full", "hparams/upcycle.yaml", list(SYSTEMS), device="cuda:0"),
+    "gpu": Budget("gpu", "full", "hparams/upcycle.yaml", PAPER_SYSTEMS, device="cuda:0"),
     # Hours, not minutes, on a 2-core CPU: the `base` generator (1.79 M parameters) on the broad-noise corpus
     # with Piper pseudo-speakers, 1 s crops, batch 4, 8 + 4 epochs of every training utterance (several
     # thousand optimizer steps per system); paired, the paper's unpaired setting and the opt-in identity
@@ -134,6 +145,13 @@ BUDGETS: Dict[str, Budget] = {
                       parallel=2, threads=1,
                       # intra-epoch checkpoints every 10 min: an interruption loses minutes, not an epoch
                       extra={"generator_preset": "base", "ckpt_interval_minutes": "10"}),
+    # One working session (under 2 hours) on a 2-core CPU, the quality budget's corpus: the candidate
+    # packaged model (base generator, supervised, 4,200 steps) beside the unpaired method (small generator,
+    # 1,800 cycle-GAN steps), side by side with one thread each. Resumable like `quality`.
+    "session": Budget("session", "broad_benchmark", "hparams/upcycle_small.yaml",
+                      ["paired_l1_base", "unpaired_shuffle_iddecay_small"], batch_size=4, crop_samples=16000,
+                      lr=1e-3, valid_utts_per_speaker=8, equal_steps=False, parallel=2, threads=1,
+                      extra={"ckpt_interval_minutes": "10"}),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,
@@ -340,6 +358,8 @@ def train_command(budget: Budget, system: System, work: Path, prep: Path) -> Lis
     scale = _epoch_scale(budget, system, work, prep)
     for key in ("n_epochs", "n_epochs_decay", "batch_size", "crop_samples", "lr"):
         value = getattr(budget, key)
+        if key in ("n_epochs", "n_epochs_decay") and getattr(system, key) is not None:
+            value = getattr(system, key)
         if key in ("n_epochs", "n_epochs_decay") and scale != 1:
             value = (_hparam(budget, key) if value is None else value) * scale
         if value is not None:
@@ -375,9 +395,8 @@ def train_system(budget: Budget, system: System, work: Path, prep: Path, log) ->
         raise RuntimeError(f"{system.name}: train.py exited with {rc}; last output:\n{tail}")
     n_train = len(json.loads((prep / "train.json").read_text()))
     batch = budget.batch_size or _hparam(budget, "batch_size")
-    epochs = _epoch_scale(budget, system, work, prep) * (
-        (budget.n_epochs if budget.n_epochs is not None else _hparam(budget, "n_epochs"))
-        + (budget.n_epochs_decay if budget.n_epochs_decay is not None else _hparam(budget, "n_epochs_decay")))
+    epochs = _epoch_scale(budget, system, work, prep) * (_epochs(budget, system, "n_epochs")
+                                                         + _epochs(budget, system, "n_epochs_decay"))
     record = {"name": system.name, "command": cmd[1:], "wall_seconds": wall, "epochs": epochs,
               "steps": epochs * (_items_per_epoch(prep, system, work) // batch), "batch_size": batch,
               "train_utterances": n_train,
@@ -386,6 +405,15 @@ def train_system(budget: Budget, system: System, work: Path, prep: Path, log) ->
     record_path.write_text(json.dumps(record, indent=2))
     log(f"{system.name}: done in {wall / 60:.1f} min, {record['steps']} steps, best epoch {record['best_epoch']}")
     return record
+
+
+def _epochs(budget: Budget, system: System, key: str) -> int:
+    """``n_epochs`` or ``n_epochs_decay`` of ``system`` under ``budget``: the system's, else the budget's, else
+    the hparams file's."""
+    for value in (getattr(system, key), getattr(budget, key)):
+        if value is not None:
+            return value
+    return _hparam(budget, key)
 
 
 def _epoch_scale(budget: Budget, system: System, work: Path, prep: Path) -> int:
@@ -481,12 +509,13 @@ def render(state: Dict, budget: Budget, command: str, analysis: str = "") -> str
                   f"`{budget.hparams}`, device `{budget.device}`, lr {budget.lr or 'as in the file'}; "
                   f"each epoch draws random crops from {subset}; validation on {valid}; the test row is the "
                   "checkpoint with the best validation PESQ):", "",
-                  "| System | unpaired | loss | mask | epochs | optimizer steps (G and D each) | batch x crop "
-                  "| noisy files / epoch | best epoch | wall time (train + valid + test) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| System | generator | unpaired | loss | mask | epochs | optimizer steps (G and D each) "
+                  "| batch x crop | noisy files / epoch | best epoch | wall time (train + valid + test) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in trained:
             rec, sysd = r["record"], SYSTEMS[r["name"]]
-            lines.append(f"| {sysd.label} | {sysd.unpaired} | {sysd.loss_type} | {sysd.mask_type} | {rec['epochs']} "
+            preset = {"generator_preset": "small", **budget.extra, **sysd.extra}["generator_preset"]
+            lines.append(f"| {sysd.label} | {preset} | {sysd.unpaired} | {sysd.loss_type} | {sysd.mask_type} | {rec['epochs']} "
                          f"| {rec['steps']} | {rec['batch_size']} x {rec['crop_samples'] / 16000:g} s "
                          f"| {rec['steps'] // rec['epochs'] * rec['batch_size']} | {rec['best_epoch']} | {rec['wall_seconds'] / 60:.1f} min |")
     lines += family_tables(rows, state.get("families", {}).get("synthetic"), "synthetic test set")
