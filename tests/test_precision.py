@@ -288,3 +288,32 @@ def test_bf16_autocast_gradients_follow_fp32():
     g16 = grads(True)
     cosine = float(torch.nn.functional.cosine_similarity(g32, g16, dim=0))
     assert 0.98 < cosine < 1.0, cosine
+
+
+def test_recipe_brain_trains_and_evaluates_under_speechbrains_bf16_run_options(tmp_path):
+    """``--precision=bf16 --eval_precision=bf16`` (SpeechBrain's run options) on the recipe's own Brain:
+    one cycle-GAN step and one evaluation batch, finite, with the weights kept in fp32 (master weights)."""
+    import speechbrain as sb
+    from speechbrain.dataio.batch import PaddedBatch
+
+    from upcycle_se.brain import UpCycleBrain
+    from upcycle_se.recipe import load_hparams
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "VoiceBankDEMAND" / "hparams" / "upcycle_small.yaml"
+    hp = load_hparams(str(recipe), {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out"),
+                                    "crop_samples": 4000, "batch_size": 2, "n_jobs": 1, "valid_metrics": ["pesq"],
+                                    "tensorboard_logger": None})
+    brain = UpCycleBrain(modules=hp["modules"], hparams=hp, checkpointer=hp["checkpointer"],
+                         run_opts={"device": "cpu", "precision": "bf16", "eval_precision": "bf16"})
+    brain.on_fit_start()
+    brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
+    wav = speech_like(0.25)[0]
+    batch = PaddedBatch([{"id": f"u{i}", "noisy_sig": wav + 0.05 * torch.randn_like(wav), "clean_sig": wav}
+                         for i in range(2)])
+    before = brain.modules["gen_n2c"].head.weight_real.detach().clone()
+    loss = brain.fit_batch(batch)
+    assert torch.isfinite(loss) and brain.optimizer_step == 1
+    assert brain.modules["gen_n2c"].head.weight_real.dtype is torch.float32
+    assert not torch.equal(before, brain.modules["gen_n2c"].head.weight_real)  # it stepped
+    brain.on_stage_start(sb.Stage.VALID, epoch=1)
+    assert torch.isfinite(brain.evaluate_batch(batch, sb.Stage.VALID))
