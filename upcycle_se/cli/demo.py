@@ -1,6 +1,8 @@
 """Run the whole pipeline on a small built-in corpus: build, train, export, enhance, score.
 
-1. builds the ``small`` synthetic corpus (flite / espeak-ng voices, VoiceBank-DEMAND layout);
+1. builds the ``broad_small`` synthetic corpus (flite / espeak-ng voices and Piper neural pseudo-speakers,
+   training noise from broad randomized generators, VoiceBank-DEMAND layout; ``--corpus small``: the older
+   five fixed noise families and no Piper voice);
 2. trains Up-Cycle-SENet with the recipe's small CPU config (``recipes/VoiceBankDEMAND/train.py
    hparams/upcycle_small.yaml``; unpaired by default), which ends by scoring the best checkpoint on the
    unseen test speakers (noisy vs enhanced);
@@ -27,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_output", help="folder for everything the demo writes")
     parser.add_argument("--unpaired", default="shuffle", choices=["shuffle", "disjoint", "paired"],
                         help="training data pairing (paired also switches the loss to l1gan)")
+    parser.add_argument("--corpus", default="broad_small", choices=["broad_small", "small"],
+                        help="corpus preset: broad_small (broad training noise, Piper voices; default) or small "
+                             "(five fixed noise families; no Piper needed). Both share the same test side")
     parser.add_argument("--epochs", type=int, default=4, help="epochs at the full learning rate")
     parser.add_argument("--decay-epochs", type=int, default=2, help="epochs of linear learning-rate decay")
     parser.add_argument("--precision", default="auto", metavar="{auto,fp32,bf16}",
@@ -56,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     recipe = _recipe_dir()
     started = time.time()
 
-    print(f"[1/4] building the small synthetic corpus in {out / 'corpus'}", flush=True)
+    print(f"[1/4] building the {args.corpus} synthetic corpus in {out / 'corpus'}", flush=True)
     corpus = out / "corpus"
-    build_preset(corpus, "small", seed=0)
+    build_preset(corpus, args.corpus, seed=0)
 
     print("[2/4] training Up-Cycle-SENet (small CPU config) with the VoiceBankDEMAND recipe", flush=True)
     train_out = out / f"train_{args.unpaired}"
