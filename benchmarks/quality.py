@@ -119,8 +119,8 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     System("paired_l1_base", "Up-Cycle-SENet generator (base), paired, supervised L1 only", "paired", "l1",
            extra={"generator_preset": "base"}, n_epochs=10, n_epochs_decay=4),
     System("unpaired_shuffle_iddecay_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, identity "
-           "decayed over 1000 steps (opt-in)", "shuffle", "gan",
-           extra={"generator_preset": "small", "identity_decay_steps": "1000"}, n_epochs=4, n_epochs_decay=2),
+           "decayed over 600 steps (opt-in)", "shuffle", "gan",
+           extra={"generator_preset": "small", "identity_decay_steps": "600"}, n_epochs=2, n_epochs_decay=1),
 )}
 
 BUDGETS: Dict[str, Budget] = {
@@ -147,7 +147,7 @@ BUDGETS: Dict[str, Budget] = {
                       extra={"generator_preset": "base", "ckpt_interval_minutes": "10"}),
     # One working session (under 2 hours) on a 2-core CPU, the quality budget's corpus: the candidate
     # packaged model (base generator, supervised, 4,200 steps) beside the unpaired method (small generator,
-    # 1,800 cycle-GAN steps), side by side with one thread each. Resumable like `quality`.
+    # 900 cycle-GAN steps), side by side with one thread each. Resumable like `quality`.
     "session": Budget("session", "broad_benchmark", "hparams/upcycle_small.yaml",
                       ["paired_l1_base", "unpaired_shuffle_iddecay_small"], batch_size=4, crop_samples=16000,
                       lr=1e-3, valid_utts_per_speaker=8, equal_steps=False, parallel=2, threads=1,

@@ -32,6 +32,22 @@ def test_write_results_replaces_only_the_quality_section(tmp_path):
     assert "new" in text and "long run" in text and text.count(quality.BEGIN) == 1
 
 
+def test_a_systems_own_epochs_and_generator_override_the_budgets(tmp_path, monkeypatch):
+    """The `session` budget trains its two systems for different lengths and generator sizes; the paper
+    budgets keep exactly the paper's four systems."""
+    monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
+    budget = quality.BUDGETS["session"]
+    cmds = {n: quality.train_command(budget, quality.SYSTEMS[n], tmp_path, tmp_path / "prep") for n in budget.systems}
+    paired, unpaired = cmds["paired_l1_base"], cmds["unpaired_shuffle_iddecay_small"]
+    assert {"--n_epochs=10", "--n_epochs_decay=4", "--generator_preset=base", "--loss_type=l1"} <= set(paired)
+    assert {"--n_epochs=2", "--n_epochs_decay=1", "--generator_preset=small", "--identity_decay_steps=600"} \
+        <= set(unpaired)
+    assert [c for c in paired if c.startswith("--n_epochs=")] == ["--n_epochs=10"]  # given once, not twice
+    assert quality._epochs(budget, quality.SYSTEMS["paired_l1_base"], "n_epochs") == 10
+    assert quality._epochs(quality.BUDGETS["cpu"], quality.SYSTEMS["paired"], "n_epochs") == 2
+    assert quality.BUDGETS["cpu"].systems == quality.BUDGETS["gpu"].systems == quality.PAPER_SYSTEMS
+
+
 @pytest.mark.slow
 def test_tiny_budget_end_to_end(tmp_path):
     pytest.importorskip("pesq")
