@@ -311,7 +311,8 @@ def score_trained_realvoice(work: Path, name: str, n_jobs: int, log) -> Dict[str
     model_dir = work / "models" / name
     if not (model_dir / "hyperparams.yaml").is_file():
         export_model(work / "runs" / name, model_dir, overwrite=True)
-    model = UpCycleEnhancement.from_hparams(model_dir, savedir=model_dir)
+    # fp32, as the recipe's test stage scores the synthetic set ("auto" is bf16 on bf16 hardware)
+    model = UpCycleEnhancement.from_hparams(model_dir, savedir=model_dir, run_opts={"precision": "fp32"})
     out_dir = dirs["enhanced"] / name
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
