@@ -113,7 +113,7 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     # Opt-in, beyond the paper: the identity weight decays to 0 over the first 1000 generator updates.
     System("unpaired_shuffle_iddecay", "Up-Cycle-SENet, unpaired (shuffled pairs), GAN, identity decayed "
            "over 1000 steps (opt-in)", "shuffle", "gan", extra={"identity_decay_steps": "1000"}),
-    # The `session` budget's two systems: what a 2-core CPU trains in about 90 minutes per system.
+    # The `session` budget's two systems: what a 2-core CPU trains within one session (measured 111 and 60 min).
     # Supervised L1 only (no discriminators, no cycle) costs one generator pass per step instead of six
     # passes plus two discriminators: measured 0.85 s against 5.5 s per step (base, batch 4 x 1 s, 1 thread).
     System("paired_l1_base", "Up-Cycle-SENet generator (base), paired, supervised L1 only", "paired", "l1",

@@ -115,6 +115,8 @@ def test_packaged_models_are_chosen_by_name_and_a_folder_of_that_name_wins(noisy
     (mine / "unpaired").mkdir()
     with pytest.raises(UserError, match="unpaired"):  # an empty folder: the folder was tried, not the package
         load_enhancer("unpaired", "cpu", "fp32")
+    with pytest.raises(UserError, match="unknown packaged model 'best'; packaged: default, unpaired, small"):
+        packaged_model_dir("best")
 
 
 def test_unknown_packaged_model_name_is_one_line(noisy, tmp_path, capsys):
