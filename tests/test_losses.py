@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from upcycle_se.errors import ConfigError
-from upcycle_se.losses import AdversarialLoss, LossConfig, masked_mean, spectral_l1, waveform_l1
+from upcycle_se.losses import AdversarialLoss, LossConfig, compress_spectrum, masked_mean, spectral_l1, waveform_l1
 from upcycle_se.lr_policy import EpochLRPolicy
 
 
@@ -97,3 +97,24 @@ def test_identity_weight_is_constant_by_default_and_decays_linearly_when_asked()
     for bad in (-1, 2.5, "100", True):
         with pytest.raises(ConfigError, match=r"identity_decay_steps=.* must be an integer >= 0"):
             LossConfig(identity_decay_steps=bad)
+
+
+def test_compressed_spectrum_keeps_phase_and_raises_magnitude_to_the_power():
+    spec = torch.tensor([[[[3.0, 0.0]], [[4.0, 0.01]]]])  # [1, 2, 1, 2]: bins 3+4j (|5|) and 0.01j
+    assert torch.equal(compress_spectrum(spec, 1.0), spec)
+    out = compress_spectrum(spec, 0.3)
+    mag = out.pow(2).sum(1).sqrt()[0, 0]
+    assert mag[0] == pytest.approx(5 ** 0.3, rel=1e-5) and mag[1] == pytest.approx(0.01 ** 0.3, rel=1e-3)
+    assert out[0, 0, 0, 0] / out[0, 1, 0, 0] == pytest.approx(3 / 4)  # same angle
+    # The quiet bin's error counts ~6x more once compressed: 0.01 -> 0.02 is 0.01 linear, 0.0585 compressed.
+    # Each loss is 3/4 of that: 1/4 (one of four real/imaginary values) + 1/2 (one of two magnitudes).
+    quiet = spec.clone()
+    quiet[0, 1, 0, 1] = 0.02
+    assert float(spectral_l1(quiet, spec)) == pytest.approx(0.75 * 0.01, rel=1e-3)
+    assert float(spectral_l1(quiet, spec, 0.3)) == pytest.approx(0.75 * (0.02 ** 0.3 - 0.01 ** 0.3), rel=1e-3)
+
+
+@pytest.mark.parametrize("power", [0.0, -0.3, 1.5])
+def test_spectral_compress_outside_0_1_is_refused(power):
+    with pytest.raises(ConfigError, match=f"spectral_compress={power}"):
+        LossConfig(spectral_compress=power)

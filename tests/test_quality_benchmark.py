@@ -48,6 +48,23 @@ def test_a_systems_own_epochs_and_generator_override_the_budgets(tmp_path, monke
     assert quality.BUDGETS["cpu"].systems == quality.BUDGETS["gpu"].systems == quality.PAPER_SYSTEMS
 
 
+def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_where_the_cpu_has_it(tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
+    budget = quality.BUDGETS["finetune"]
+    assert (quality.FINETUNE_FROM / "generator.ckpt").is_file()
+    for has_bf16 in (True, False):
+        monkeypatch.setattr("upcycle_se.models.runtime.cpu_has_bf16", lambda: has_bf16)
+        control, compressed = (quality.train_command(budget, quality.SYSTEMS[n], tmp_path, tmp_path / "prep")
+                               for n in budget.systems)
+        assert {f"--init_from={quality.FINETUNE_FROM}", "--lr=0.0003", "--generator_preset=base",
+                "--loss_type=l1"} <= set(control) & set(compressed)
+        assert {c for c in set(compressed) - set(control) if "output_folder" not in c} == {"--spectral_compress=0.3"}
+        assert ("--precision=bf16" in control) is has_bf16
+    monkeypatch.setattr("upcycle_se.models.runtime.cpu_has_bf16", lambda: True)  # `session` stays as it ran: fp32
+    session = quality.train_command(quality.BUDGETS["session"], quality.SYSTEMS["paired_l1_base"], tmp_path, tmp_path)
+    assert not any(c.startswith("--precision") for c in session)
+
 @pytest.mark.slow
 def test_tiny_budget_end_to_end(tmp_path):
     pytest.importorskip("pesq")

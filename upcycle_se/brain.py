@@ -245,7 +245,7 @@ class UpCycleBrain(sb.Brain):
         if cfg.supervised:
             stft = _unwrap(m["gen_n2c"]).stft
             terms["supervised"] = waveform_l1(fake_clean, clean, clean_lens) + cfg.spectral_weight * spectral_l1(
-                fake_clean_spec, stft.stft(clean)
+                fake_clean_spec, stft.stft(clean), cfg.spectral_compress
             )
             total = total + cfg.supervised_weight * terms["supervised"]
         terms = {k: v.detach() for k, v in terms.items()}

@@ -177,15 +177,23 @@ def init_generator(pretrainer, init_from: str, generator_preset: str) -> None:
     pretrainer : a SpeechBrain ``Pretrainer`` whose ``gen_n2c`` loadable is the recipe's generator, whose
         path is ``<init_from>/generator.ckpt`` and whose hook is :func:`load_state_strict` (see
         ``recipes/UnpairedFolders/hparams/upcycle.yaml``).
-    init_from : the model folder (made by ``upcycle-se export``, or ``upcycle_se/pretrained/<name>``).
+    init_from : the model folder (made by ``upcycle-se export``, or ``upcycle_se/pretrained/<name>``), or
+        the name of a packaged model (``default``, ``unpaired``, ``small``; a folder of that name wins, as
+        in ``upcycle-se enhance --model``).
     generator_preset : the recipe's preset, named in the error when the model's generator has another size.
     """
     from speechbrain.utils.distributed import run_on_main
 
-    ckpt = Path(init_from).expanduser() / "generator.ckpt"
+    from upcycle_se.inference import PACKAGED_MODELS, packaged_model_dir
+
+    folder = Path(init_from).expanduser()
+    if not folder.is_dir() and init_from in PACKAGED_MODELS:
+        folder = packaged_model_dir(init_from)
+    ckpt = folder / "generator.ckpt"
     if not ckpt.is_file():
         raise ConfigError(f"init_from={init_from}: no generator.ckpt there (give a folder made by "
-                          "`upcycle-se export`, or a packaged model such as upcycle_se/pretrained/small)")
+                          f"`upcycle-se export`, or a packaged model: {', '.join(PACKAGED_MODELS)})")
+    pretrainer.add_paths({"gen_n2c": str(ckpt)})
     run_on_main(pretrainer.collect_files)
     try:
         pretrainer.load_collected()

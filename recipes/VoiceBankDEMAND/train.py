@@ -6,6 +6,7 @@ To run this recipe::
     python train.py hparams/upcycle.yaml --data_folder=/path/to/VoiceBankDEMAND
     python train.py hparams/upcycle_paired.yaml --data_folder=/path/to/VoiceBankDEMAND
     python train.py hparams/upcycle_small.yaml --data_folder=/path/to/corpus     # 2-core CPU
+    python train.py hparams/upcycle_paired.yaml ... --generator_preset=base --init_from=default  # fine-tune
     torchrun --nproc_per_node=4 train.py hparams/upcycle.yaml --data_folder=...  # multi-GPU (DDP)
 
 Data preparation (resampling to 16 kHz, manifests) runs once on the main process; the training loop is
@@ -23,7 +24,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from upcycle_se.brain import UpCycleBrain
 from upcycle_se.data.pipeline import check_crop_fits, make_eval_dataset, make_train_dataset
-from upcycle_se.recipe import check_batches, load_hparams, one_line_errors, validate_hparams
+from upcycle_se.recipe import check_batches, init_generator, load_hparams, one_line_errors, validate_hparams
 
 
 def dataio_prep(hparams):
@@ -74,6 +75,10 @@ if __name__ == "__main__":
 
         datasets = dataio_prep(hparams)
         check_batches(len(datasets["train"]), hparams["train_dataloader_opts"])
+
+        # Fine-tuning: gen_n2c starts from an exported or packaged model (a resumed run then loads its checkpoint)
+        if hparams["init_from"] is not None:
+            init_generator(hparams["pretrainer"], hparams["init_from"], hparams["generator_preset"])
 
         se_brain = UpCycleBrain(
             modules=hparams["modules"],

@@ -85,6 +85,33 @@ def test_recipe_trains_and_tests(tiny_corpus, tmp_path, mode):
         assert sf.info(str(wav)).frames == sf.info(str(noisy)).frames
 
 
+
+@pytest.mark.slow
+def test_fine_tune_from_a_packaged_model_by_name(tiny_corpus, tmp_path):
+    """``--init_from=small`` (a packaged model's name) with a vanishing learning rate, paired L1 on compressed
+    spectra: the run trains (supervised term logged) and its generator's weights are the packaged ones."""
+    import torch
+
+    from upcycle_se.inference import packaged_model_dir
+
+    out = tmp_path / "ft"
+    run = _train(tiny_corpus, out, "--unpaired=paired", "--loss_type=l1", "--spectral_compress=0.3",
+                 "--init_from=small", "--lr=1.0e-12", epochs=(1, 0))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "train supervised" in _epoch_stats(out / "train_log.txt")[1]
+    (ckpt,) = (out / "save").glob("CKPT+*")
+    trained = torch.load(ckpt / "gen_n2c.ckpt", map_location="cpu")
+    packaged = torch.load(packaged_model_dir("small") / "generator.ckpt", map_location="cpu")
+    weights = [k for k in packaged if "running_" not in k and "num_batches" not in k]  # BN statistics move
+    assert len(weights) > 20
+    assert max(float((trained[k].float() - packaged[k].float()).abs().max()) for k in weights) < 1e-6
+
+    run = _train(tiny_corpus, tmp_path / "bad", "--init_from=nonesuch")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    (line,) = [x for x in run.stderr.splitlines() if x.startswith("error: ")]
+    assert line == "error: init_from=nonesuch: no generator.ckpt there (give a folder made by `upcycle-se export`, " \
+                   "or a packaged model: default, unpaired, small)"
+
 def test_bad_override_is_one_clear_line(tiny_corpus, tmp_path):
     run = _train(tiny_corpus, tmp_path / "bad", "--lr=-1")
     assert run.returncode == 2
