@@ -163,11 +163,12 @@ BUDGETS: Dict[str, Budget] = {
                       ["paired_l1_base", "unpaired_shuffle_iddecay_small"], batch_size=4, crop_samples=16000,
                       lr=1e-3, valid_utts_per_speaker=8, equal_steps=False, parallel=2, threads=1,
                       extra={"ckpt_interval_minutes": "10"}),
-    # A second session on top of `session`: its shipped supervised model trained on for 12 + 6 epochs at
-    # lr 3e-4 (it swung from epoch to epoch at 1e-3), with and without compressed spectra, side by side, in
-    # bf16 where the CPU has it (measured 1.6x per step for the base generator's L1 step, 1 thread, Zen 5).
+    # A second session on top of `session`: its shipped supervised model trained on for 16 + 8 epochs
+    # (7,200 steps) at lr 3e-4 (it swung from epoch to epoch at 1e-3), with and without compressed spectra,
+    # side by side, in bf16 where the CPU has it (measured 1.6x per step for the base generator's L1 step,
+    # 1 thread, Zen 5).
     "finetune": Budget("finetune", "broad_benchmark", "hparams/upcycle_small.yaml",
-                       ["paired_l1_base_ft", "paired_l1c_base_ft"], n_epochs=12, n_epochs_decay=6, batch_size=4,
+                       ["paired_l1_base_ft", "paired_l1c_base_ft"], n_epochs=16, n_epochs_decay=8, batch_size=4,
                        crop_samples=16000, lr=3e-4, valid_utts_per_speaker=8, equal_steps=False, parallel=2,
                        threads=1, bf16=True, extra={"ckpt_interval_minutes": "10"}),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
