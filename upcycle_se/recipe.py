@@ -174,9 +174,9 @@ def init_generator(pretrainer, init_from: str, generator_preset: str) -> None:
 
     Arguments
     ---------
-    pretrainer : a SpeechBrain ``Pretrainer`` whose ``gen_n2c`` loadable is the recipe's generator, whose
-        path is ``<init_from>/generator.ckpt`` and whose hook is :func:`load_state_strict` (see
-        ``recipes/UnpairedFolders/hparams/upcycle.yaml``).
+    pretrainer : a SpeechBrain ``Pretrainer`` whose ``gen_n2c`` loadable is the recipe's generator and whose
+        hook is :func:`load_state_strict` (see ``recipes/UnpairedFolders/hparams/upcycle.yaml``); its path is
+        set here to the resolved model's ``generator.ckpt``.
     init_from : the model folder (made by ``upcycle-se export``, or ``upcycle_se/pretrained/<name>``), or
         the name of a packaged model (``default``, ``unpaired``, ``small``; a folder of that name wins, as
         in ``upcycle-se enhance --model``).

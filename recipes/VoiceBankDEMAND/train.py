@@ -6,7 +6,7 @@ To run this recipe::
     python train.py hparams/upcycle.yaml --data_folder=/path/to/VoiceBankDEMAND
     python train.py hparams/upcycle_paired.yaml --data_folder=/path/to/VoiceBankDEMAND
     python train.py hparams/upcycle_small.yaml --data_folder=/path/to/corpus     # 2-core CPU
-    python train.py hparams/upcycle_paired.yaml ... --generator_preset=base --init_from=default  # fine-tune
+    python train.py hparams/upcycle_small.yaml ... --generator_preset=base --init_from=default   # fine-tune
     torchrun --nproc_per_node=4 train.py hparams/upcycle.yaml --data_folder=...  # multi-GPU (DDP)
 
 Data preparation (resampling to 16 kHz, manifests) runs once on the main process; the training loop is
