@@ -124,6 +124,10 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     System("unpaired_shuffle_iddecay_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, identity "
            "decayed over 600 steps (opt-in)", "shuffle", "gan",
            extra={"generator_preset": "small", "identity_decay_steps": "600"}, n_epochs=2, n_epochs_decay=1),
+    # The paired reference of unpaired_shuffle_iddecay_small at the same budget (small generator, 900 steps),
+    # for the "half of the paired gain at equal steps" comparison: `--budget session --systems paired_l1_small`.
+    System("paired_l1_small", "Up-Cycle-SENet generator (small), paired, supervised L1 only", "paired", "l1",
+           extra={"generator_preset": "small"}, n_epochs=2, n_epochs_decay=1),
     # The `finetune` budget's two systems: the session budget's supervised model trained on at a lower lr, with
     # the paper's linear spectral loss (the control) and with power-law compressed spectra (opt-in, 0.3).
     System("paired_l1_base_ft", "Up-Cycle-SENet generator (base), paired, supervised L1, fine-tuned from "

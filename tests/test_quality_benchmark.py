@@ -43,6 +43,10 @@ def test_a_systems_own_epochs_and_generator_override_the_budgets(tmp_path, monke
     assert {"--n_epochs=2", "--n_epochs_decay=1", "--generator_preset=small", "--identity_decay_steps=600"} \
         <= set(unpaired)
     assert [c for c in paired if c.startswith("--n_epochs=")] == ["--n_epochs=10"]  # given once, not twice
+    # the unpaired system's paired reference at equal steps (run with --systems paired_l1_small)
+    reference = quality.train_command(budget, quality.SYSTEMS["paired_l1_small"], tmp_path, tmp_path / "prep")
+    assert {"--n_epochs=2", "--n_epochs_decay=1", "--generator_preset=small", "--loss_type=l1",
+            "--unpaired=paired"} <= set(reference)
     assert quality._epochs(budget, quality.SYSTEMS["paired_l1_base"], "n_epochs") == 10
     assert quality._epochs(quality.BUDGETS["cpu"], quality.SYSTEMS["paired"], "n_epochs") == 2
     assert quality.BUDGETS["cpu"].systems == quality.BUDGETS["gpu"].systems == quality.PAPER_SYSTEMS
