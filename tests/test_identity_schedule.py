@@ -1,4 +1,4 @@
-"""The opt-in identity-weight decay inside the real training step of :class:`UpCycleBrain`."""
+"""The opt-in identity-weight decay and noisy-cycle scale inside the real training step of :class:`UpCycleBrain`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,3 +43,30 @@ def test_identity_term_follows_the_schedule_one_count_per_step(tmp_path, decay_s
     assert weights == ([10.0] * 3 if decay_steps == 0 else [10.0, 5.0, 0.0])
     # noisy->clean passes per step: enhance + cycle (clean->noisy->clean) + identity (clean) when weighted
     assert passes == [3 if w > 0 else 2 for w in weights]
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25, 0.0])
+def test_noisy_cycle_scale_weights_the_noisy_side_and_skips_its_pass_at_zero(tmp_path, scale):
+    """The cycle term is |n2c(c2n(clean)) - clean| + scale * |c2n(n2c(noisy)) - noisy|, recomputed here
+    from the same modules; at scale 0 the step makes one clean->noisy pass fewer."""
+    hp = load_hparams(str(HPARAMS), {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out"),
+                                     "noisy_cycle_scale": scale, "n_jobs": 1})
+    brain = UpCycleBrain(modules=hp["modules"], hparams=hp, run_opts={"device": "cpu"},
+                         checkpointer=hp["checkpointer"])
+    brain.on_fit_start()
+    brain.modules.eval()  # BatchNorm in eval: the recomputation below sees the same function
+    batch = _batch(0)
+    noisy, lens = batch.noisy_sig
+    clean, _ = batch.clean_sig
+    calls = []
+    brain.modules["gen_c2n"].register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        _, terms, fake_clean, fake_noisy = brain._generator_loss(noisy, clean, lens, lens)
+        m = brain.modules
+        clean_side = (m["gen_n2c"](fake_noisy) - clean).abs().mean()
+        noisy_side = (m["gen_c2n"](fake_clean) - noisy).abs().mean()
+    assert brain.loss_cfg.noisy_cycle_scale == scale
+    assert float(noisy_side) > 0.01 and float(clean_side) > 0.01
+    assert float(terms["cycle"]) == pytest.approx(float(clean_side + scale * noisy_side), rel=1e-5)
+    # clean->noisy passes in the step: fake noisy + identity (noisy), + the noisy-side cycle unless scale 0
+    assert len(calls) - 1 == (3 if scale > 0 else 2)

@@ -99,6 +99,14 @@ def test_identity_weight_is_constant_by_default_and_decays_linearly_when_asked()
             LossConfig(identity_decay_steps=bad)
 
 
+def test_noisy_cycle_scale_defaults_to_the_papers_symmetric_cycle_and_refuses_out_of_range():
+    assert LossConfig().noisy_cycle_scale == 1.0
+    assert LossConfig(noisy_cycle_scale=0.0).noisy_cycle_scale == 0.0
+    for bad in (-0.5, 1.5):
+        with pytest.raises(ConfigError, match=r"noisy_cycle_scale=.* must be"):
+            LossConfig(noisy_cycle_scale=bad)
+
+
 def test_compressed_spectrum_keeps_phase_and_raises_magnitude_to_the_power():
     spec = torch.tensor([[[[3.0, 0.0]], [[4.0, 0.01]]]])  # [1, 2, 1, 2]: bins 3+4j (|5|) and 0.01j
     assert torch.equal(compress_spectrum(spec, 1.0), spec)

@@ -230,9 +230,11 @@ class UpCycleBrain(sb.Brain):
             fake_noisy = m["gen_c2n"](clean)
             if cfg.adversarial:
                 terms["g_adv"] = terms["g_adv"] + self.adv.generator_loss(m["disc_noisy"](fake_noisy))
-            terms["cycle"] = waveform_l1(m["gen_c2n"](fake_clean), noisy, noisy_lens) + waveform_l1(
-                m["gen_n2c"](fake_noisy), clean, clean_lens
-            )
+            terms["cycle"] = waveform_l1(m["gen_n2c"](fake_noisy), clean, clean_lens)
+            if cfg.noisy_cycle_scale > 0:  # one generator pass saved when the noisy side is off
+                terms["cycle"] = terms["cycle"] + cfg.noisy_cycle_scale * waveform_l1(
+                    m["gen_c2n"](fake_clean), noisy, noisy_lens
+                )
             total = total + cfg.cycle_weight * terms["cycle"]
             identity_weight = cfg.identity_weight_at(self.optimizer_step)
             if identity_weight > 0:  # two generator passes saved once a decayed weight reaches 0

@@ -139,6 +139,13 @@ class LossConfig:
     ``spectral_compress < 1`` (opt-in, beyond the paper) computes the supervised spectral term on
     power-law compressed spectra (:func:`compress_spectrum`; 0.3 is the usual choice), which weights the
     quiet bins where residual noise is heard; 1 keeps the paper's linear spectra.
+    ``noisy_cycle_scale < 1`` (opt-in, beyond the paper) scales the noisy-side cycle term,
+    ``|G_c2n(G_n2c(noisy)) - noisy|``, relative to the clean-side one, ``|G_n2c(G_c2n(clean)) - clean|``
+    (both weighted by ``cycle_weight``). The clean->noisy generator is deterministic, so it can only give
+    back the exact noise of a noisy input if the enhanced output still carries it: at full weight the
+    noisy-side cycle pays the noisy->clean generator for keeping the noise. The clean-side cycle is
+    well posed (noise added, then removed) and is where the noisy->clean generator learns to denoise the
+    clean->noisy generator's output. 1 keeps the paper's symmetric cycle; 0 drops the noisy side.
     """
 
     loss_type: str = "gan"
@@ -150,6 +157,7 @@ class LossConfig:
     spectral_weight: float = 1.0
     identity_decay_steps: int = 0
     spectral_compress: float = 1.0
+    noisy_cycle_scale: float = 1.0
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -162,6 +170,9 @@ class LossConfig:
         if not 0 < self.spectral_compress <= 1:
             raise ConfigError(f"spectral_compress={self.spectral_compress!r} must be in (0, 1] (1: no compression, "
                               "the paper)")
+        if self.noisy_cycle_scale > 1:
+            raise ConfigError(f"noisy_cycle_scale={self.noisy_cycle_scale!r} must be in [0, 1] (1: the paper's "
+                              "symmetric cycle, 0: clean-side cycle only)")
         steps = self.identity_decay_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"identity_decay_steps={steps!r} must be an integer >= 0 (0: constant, the paper)")
