@@ -128,6 +128,21 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     # for the "half of the paired gain at equal steps" comparison: `--budget session --systems paired_l1_small`.
     System("paired_l1_small", "Up-Cycle-SENet generator (small), paired, supervised L1 only", "paired", "l1",
            extra={"generator_preset": "small"}, n_epochs=2, n_epochs_decay=1),
+    # The `unpaired` budget: the paper's unpaired setting and opt-in options beyond the paper, at the same
+    # 900 steps as paired_l1_small, the paired reference, in one run. The noisy-side
+    # cycle dropped (noisy_cycle_scale 0; the deterministic clean->noisy generator can only give back a noisy
+    # input's noise if the enhancer keeps it), with the paper's clean->noisy spectrum map and with the
+    # residual one that adds to its input.
+    System("unpaired_shuffle_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, the paper's "
+           "settings", "shuffle", "gan", extra={"generator_preset": "small"}, n_epochs=2, n_epochs_decay=1),
+    System("unpaired_cleancycle_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, identity decayed "
+           "over 600 steps, clean-side cycle only (opt-in)", "shuffle", "gan",
+           extra={"generator_preset": "small", "identity_decay_steps": "600", "noisy_cycle_scale": "0"},
+           n_epochs=2, n_epochs_decay=1),
+    System("unpaired_cleancycle_res_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, identity "
+           "decayed over 600 steps, clean-side cycle only, residual clean->noisy generator (opt-in)", "shuffle",
+           "gan", extra={"generator_preset": "small", "identity_decay_steps": "600", "noisy_cycle_scale": "0",
+                         "c2n_mode": "residual"}, n_epochs=2, n_epochs_decay=1),
     # The `finetune` budget's two systems: the session budget's supervised model trained on at a lower lr, with
     # the paper's linear spectral loss (the control) and with power-law compressed spectra (opt-in, 0.3).
     System("paired_l1_base_ft", "Up-Cycle-SENet generator (base), paired, supervised L1, fine-tuned from "
@@ -175,6 +190,14 @@ BUDGETS: Dict[str, Budget] = {
                        ["paired_l1_base_ft", "paired_l1c_base_ft"], n_epochs=16, n_epochs_decay=8, batch_size=4,
                        crop_samples=16000, lr=3e-4, valid_utts_per_speaker=8, equal_steps=False, parallel=2,
                        threads=1, bf16=True, extra={"ckpt_interval_minutes": "10"}),
+    # The unpaired method against its paired reference at equal steps (issue 12's unpaired target), one
+    # session on a 2-core CPU: the small generator, 900 steps each (2 + 1 epochs of batch 4 x 1 s), the
+    # session budget's corpus; the paper's unpaired setting, the opt-in clean-side cycle with a residual
+    # clean->noisy generator, and supervised L1 side by side (fp32, one thread each).
+    "unpaired": Budget("unpaired", "broad_benchmark", "hparams/upcycle_small.yaml",
+                       ["unpaired_shuffle_small", "unpaired_cleancycle_res_small", "paired_l1_small"],
+                       batch_size=4, crop_samples=16000, lr=1e-3, valid_utts_per_speaker=8, equal_steps=False,
+                       parallel=2, threads=1, extra={"ckpt_interval_minutes": "10"}),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,

@@ -77,11 +77,18 @@ def tensorboard_tags(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_no_validation_folders_train_export_enhance(own_folders, tmp_path):
-    """Held-out noisy files, validated without a reference (snr_gain chooses), then export + enhance."""
+    """Held-out noisy files, validated without a reference (snr_gain chooses), then export + enhance.
+    Trained with the opt-in unpaired options (clean-side cycle only, residual clean->noisy generator)."""
     out = tmp_path / "run"
-    run = train(own_folders, out, "--valid_fraction=0.25")
+    run = train(own_folders, out, "--valid_fraction=0.25", "--noisy_cycle_scale=0", "--c2n_mode=residual",
+                "--identity_decay_steps=2")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (out / "train.py").read_text() == (RECIPE / "train.py").read_text()  # the script that ran
+    ran = (out / "hyperparams.yaml").read_text()
+    assert all(line in ran for line in ("noisy_cycle_scale: 0", "c2n_mode: residual", "identity_decay_steps: 2"))
+    (ckpt,) = (out / "save").glob("CKPT+*")
+    c2n = torch.load(ckpt / "gen_c2n.ckpt", map_location="cpu")
+    assert max(float(v.abs().max()) for k, v in c2n.items() if k.startswith("head.")) > 0  # trained from zero
 
     valid = sorted((own_folders / "noisy").rglob("*.*"))[-2:]  # 25 % of 8 files: the last two in order
     manifest = (out / "prepared" / "valid.json").read_text()
@@ -89,7 +96,6 @@ def test_no_validation_folders_train_export_enhance(own_folders, tmp_path):
     stats = valid_stats(out)
     assert set(stats) == {"cycle_loss", "snr_gain"}
     assert 0 < stats["cycle_loss"] < 1 and abs(stats["snr_gain"]) < 30
-    (ckpt,) = (out / "save").glob("CKPT+*")
     assert "snr_gain:" in (ckpt / "CKPT.yaml").read_text()
 
     tags = tensorboard_tags(out)
