@@ -92,6 +92,8 @@ class UpCycleBrain(sb.Brain):
     def _write_model_config(self):
         gen = _unwrap(self.modules["gen_n2c"])
         config = {"gen_n2c": gen.config, "sample_rate": int(self.hparams.sample_rate)}
+        if self.loss_cfg.cycle:  # what the clean->noisy generator was, for tools that reload it
+            config["gen_c2n"] = _unwrap(self.modules["gen_c2n"]).config
         path = Path(self.hparams.save_folder) / "model_config.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.part")

@@ -6,6 +6,7 @@ exactly as a user runs it, shrunk to seconds: 0.5 s crops, batch 2, 2 epochs.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -70,7 +71,8 @@ def test_recipe_trains_and_tests(tiny_corpus, tmp_path, mode):
 
     ckpts = list((out / "save").glob("CKPT+*"))
     assert ckpts and all((c / "gen_n2c.ckpt").is_file() and (c / "g_optimizer.ckpt").is_file() for c in ckpts)
-    assert (out / "save" / "model_config.json").is_file()
+    configs = json.loads((out / "save" / "model_config.json").read_text())
+    assert configs["gen_n2c"]["mode"] == "mask" and configs["gen_c2n"]["mode"] == "map"  # the paper's, by default
     assert list((out / "tensorboard").rglob("events.out.tfevents*")), "no TensorBoard log"
 
     with open(out / "test_metrics_enhanced.csv", newline="") as f:

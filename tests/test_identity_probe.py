@@ -1,0 +1,65 @@
+"""``benchmarks/identity_probe.py``: how far a run's generators are from the identity, on exact cases."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import identity_probe
+from upcycle_se.models import UpCycleGenerator
+
+
+def _fake_run(root: Path, scale: float, c2n_mode: str) -> Path:
+    """A run folder whose best checkpoint holds an enhancer that multiplies its input by ``scale`` (mask
+    head zero but for its real bias, so M = atanh(scale)) and an untrained clean->noisy generator."""
+    n2c = UpCycleGenerator.from_preset("small", mode="mask")
+    c2n = UpCycleGenerator.from_preset("small", mode=c2n_mode)
+    with torch.no_grad():
+        for p in n2c.head.parameters():
+            p.zero_()
+        n2c.head.bias_real.fill_(math.atanh(scale))
+    save = root / "save"
+    for name, pesq in (("CKPT+a", 1.2), ("CKPT+b", 1.5)):  # b is the best: it holds the generators above
+        (save / name).mkdir(parents=True)
+        (save / name / "CKPT.yaml").write_text(f"end-of-epoch: true\npesq: {pesq}\n")
+        torch.save((n2c if name == "CKPT+b" else UpCycleGenerator.from_preset("small")).state_dict(),
+                   save / name / "gen_n2c.ckpt")
+        torch.save(c2n.state_dict(), save / name / "gen_c2n.ckpt")
+    configs = {"gen_n2c": n2c.config, "sample_rate": 16000}
+    if c2n_mode == "residual":  # as the recipe writes it now
+        configs["gen_c2n"] = c2n.config
+    else:  # a run from before that: the mode is read from hyperparams.yaml
+        (root / "hyperparams.yaml").write_text(f"c2n_mode: {c2n_mode}\n")
+    (save / "model_config.json").write_text(json.dumps(configs))
+    return root
+
+
+def test_probe_measures_change_snr_gain_and_what_the_clean_to_noisy_generator_adds(tiny_corpus, tmp_path):
+    pairs = identity_probe.test_pairs(tiny_corpus, limit=3)
+    assert len(pairs) == 3 and all(c.is_file() for _, c in pairs)
+    # an enhancer that halves its input: change = 0.5 ||x|| / ||x - s|| per file, exactly (to STFT rounding)
+    half = identity_probe.probe(_fake_run(tmp_path / "half", 0.5, "residual"), pairs)
+    from upcycle_se.audio import read_audio
+
+    expected = []
+    for noisy, clean in pairs:
+        x, s = read_audio(noisy)[0].flatten(), read_audio(clean)[0].flatten()
+        expected.append(0.5 * float(x.norm() / (x - s).norm()))
+    assert half["change"]["mean"] == pytest.approx(sum(expected) / 3, rel=1e-3)
+    assert half["change"]["n"] == 3
+    # an untrained residual clean->noisy generator is the identity: it adds nothing (> 60 dB)
+    assert half["c2n_snr"]["mean"] > 60
+    # a pass-through enhancer (scale ~1) changes nothing and gains nothing; the paper's map c2n starts far away
+    same = identity_probe.probe(_fake_run(tmp_path / "same", 0.999999, "map"), pairs)
+    assert same["change"]["mean"] < 0.01 and abs(same["snr_gain"]["mean"]) < 0.05
+    assert same["c2n_snr"]["mean"] < 10
+
+
+def test_a_run_without_scored_checkpoints_is_one_line(tmp_path):
+    (tmp_path / "save" / "CKPT+x").mkdir(parents=True)
+    (tmp_path / "save" / "CKPT+x" / "CKPT.yaml").write_text("end-of-epoch: true\n")
+    with pytest.raises(SystemExit, match="no checkpoint with 'pesq'"):
+        identity_probe.best_checkpoint(tmp_path)
