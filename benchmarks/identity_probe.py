@@ -51,11 +51,13 @@ def load_generators(run: Path) -> Dict[str, UpCycleGenerator]:
     ckpt = best_checkpoint(run)
     configs = json.loads((run / "save" / "model_config.json").read_text())
     gens = {"gen_n2c": UpCycleGenerator(**configs["gen_n2c"])}
-    if (ckpt / "gen_c2n.ckpt").is_file():
-        if "gen_c2n" in configs:
-            gens["gen_c2n"] = UpCycleGenerator(**configs["gen_c2n"])
-        else:  # runs from before model_config.json recorded it: the same preset, mode from the hparams
-            mode = "residual" if "c2n_mode: residual" in (run / "hyperparams.yaml").read_text() else "map"
+    if "gen_c2n" in configs:  # the recipe records it when the run trains one
+        gens["gen_c2n"] = UpCycleGenerator(**configs["gen_c2n"])
+    elif (ckpt / "gen_c2n.ckpt").is_file() and (run / "hyperparams.yaml").is_file():
+        # runs from before model_config.json recorded it: trained unless supervised L1 only (loss_type l1)
+        hp = (run / "hyperparams.yaml").read_text()
+        if "\nloss_type: l1\n" not in hp:
+            mode = "residual" if "c2n_mode: residual" in hp else "map"
             gens["gen_c2n"] = UpCycleGenerator(**{**configs["gen_n2c"], "mode": mode})
     for name, gen in gens.items():
         gen.load_state_dict(torch.load(ckpt / f"{name}.ckpt", map_location="cpu"))
