@@ -31,24 +31,15 @@ if str(REPO) not in sys.path:
 
 from benchmarks.quality import ci95  # noqa: E402
 from upcycle_se.audio import read_audio  # noqa: E402
+from upcycle_se.export import find_best_checkpoint  # noqa: E402
 from upcycle_se.models import UpCycleGenerator  # noqa: E402
 
 
-def best_checkpoint(run: Path, key: str = "pesq") -> Path:
-    """The ``save/CKPT+*`` folder of ``run`` with the highest ``key`` in its CKPT.yaml (the recipe's choice)."""
-    best, best_value = None, -math.inf
-    for ckpt in sorted((run / "save").glob("CKPT+*")):
-        for line in (ckpt / "CKPT.yaml").read_text().splitlines():
-            if line.startswith(f"{key}:") and float(line.split(":", 1)[1]) > best_value:
-                best, best_value = ckpt, float(line.split(":", 1)[1])
-    if best is None:
-        raise SystemExit(f"identity_probe: no checkpoint with '{key}' under {run / 'save'}")
-    return best
-
-
 def load_generators(run: Path) -> Dict[str, UpCycleGenerator]:
-    """``gen_n2c`` (and ``gen_c2n`` where the run trained one) of the best checkpoint, in eval mode."""
-    ckpt = best_checkpoint(run)
+    """``gen_n2c`` (and ``gen_c2n`` where the run trained one) of the best checkpoint, in eval mode; the
+    checkpoint is the one ``upcycle-se export`` would pick (complete, best validation score)."""
+    best, _, _ = find_best_checkpoint(run)
+    ckpt = best.path
     configs = json.loads((run / "save" / "model_config.json").read_text())
     gens = {"gen_n2c": UpCycleGenerator(**configs["gen_n2c"])}
     if "gen_c2n" in configs:  # the recipe records it when the run trains one
