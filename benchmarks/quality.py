@@ -143,6 +143,11 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
            "decayed over 600 steps, clean-side cycle only, residual clean->noisy generator (opt-in)", "shuffle",
            "gan", extra={"generator_preset": "small", "identity_decay_steps": "600", "noisy_cycle_scale": "0",
                          "c2n_mode": "residual"}, n_epochs=2, n_epochs_decay=1),
+    # Opt-in, beyond the paper: the paper's unpaired setting plus the supervised L1 on remixed pseudo-pairs
+    # (clean crops + the enhancer's own noise estimates of the noisy crops; LossConfig.remix_weight).
+    System("unpaired_remix_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, + L1 on remixed "
+           "pseudo-pairs, weight 20 (opt-in)", "shuffle", "gan",
+           extra={"generator_preset": "small", "remix_weight": "20"}, n_epochs=2, n_epochs_decay=1),
     # The `finetune` budget's two systems: the session budget's supervised model trained on at a lower lr, with
     # the paper's linear spectral loss (the control) and with power-law compressed spectra (opt-in, 0.3).
     System("paired_l1_base_ft", "Up-Cycle-SENet generator (base), paired, supervised L1, fine-tuned from "
@@ -192,12 +197,14 @@ BUDGETS: Dict[str, Budget] = {
                        threads=1, bf16=True, extra={"ckpt_interval_minutes": "10"}),
     # The unpaired method against its paired reference at equal steps (issue 12's unpaired target), one
     # session on a 2-core CPU: the small generator, 900 steps each (2 + 1 epochs of batch 4 x 1 s), the
-    # session budget's corpus; the paper's unpaired setting, the opt-in clean-side cycle with a residual
-    # clean->noisy generator, and supervised L1 side by side (fp32, one thread each).
+    # session budget's corpus; the paper's unpaired setting, the opt-in remixed pseudo-pair L1, and supervised
+    # L1 side by side, one thread each, bf16 where the CPU has it (measured on an Intel Xeon with AMX: 2.4 s
+    # against 3.8 s per paper step). The opt-in clean-side cycle (unpaired_cleancycle_res_small, +0.04 in
+    # the fp32 run of 2026-12-02) is left out of the default list: add it with --systems.
     "unpaired": Budget("unpaired", "broad_benchmark", "hparams/upcycle_small.yaml",
-                       ["unpaired_shuffle_small", "unpaired_cleancycle_res_small", "paired_l1_small"],
+                       ["unpaired_shuffle_small", "unpaired_remix_small", "paired_l1_small"],
                        batch_size=4, crop_samples=16000, lr=1e-3, valid_utts_per_speaker=8, equal_steps=False,
-                       parallel=2, threads=1, extra={"ckpt_interval_minutes": "10"}),
+                       parallel=2, threads=1, bf16=True, extra={"ckpt_interval_minutes": "10"}),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,

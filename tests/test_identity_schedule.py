@@ -70,3 +70,41 @@ def test_noisy_cycle_scale_weights_the_noisy_side_and_skips_its_pass_at_zero(tmp
     assert float(terms["cycle"]) == pytest.approx(float(clean_side + scale * noisy_side), rel=1e-5)
     # clean->noisy passes in the step: fake noisy + identity (noisy), + the noisy-side cycle unless scale 0
     assert len(calls) - 1 == (3 if scale > 0 else 2)
+
+
+@pytest.mark.parametrize("weight", [0.0, 20.0])
+def test_remix_term_is_the_supervised_l1_on_remixed_pseudo_pairs(tmp_path, weight):
+    """With remix_weight > 0 the step adds |n2c(remix) - clean| (waveform + spectral L1), recomputed here from
+    the same modules on :func:`remix_pseudo_noisy` of the step's own enhanced output, at the cost of one more
+    noisy->clean pass; the total grows by exactly remix_weight times it. Off by default: no term, no pass."""
+    from upcycle_se.losses import remix_pseudo_noisy, spectral_l1
+
+    hp = load_hparams(str(HPARAMS), {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out"),
+                                     "remix_weight": weight, "n_jobs": 1})
+    brain = UpCycleBrain(modules=hp["modules"], hparams=hp, run_opts={"device": "cpu"},
+                         checkpointer=hp["checkpointer"])
+    brain.on_fit_start()
+    brain.modules.eval()
+    batch = _batch(0)
+    noisy, lens = batch.noisy_sig
+    clean, _ = batch.clean_sig
+    calls = []
+    brain.modules["gen_n2c"].register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        total, terms, fake_clean, _ = brain._generator_loss(noisy, clean, lens, lens)
+        passes = len(calls)
+        n2c = brain.modules["gen_n2c"]
+        remixed, remixed_spec = n2c(remix_pseudo_noisy(noisy, fake_clean, clean), return_spec=True)
+        expected = (remixed - clean).abs().mean() + spectral_l1(remixed_spec, n2c.stft.stft(clean))
+    cfg = brain.loss_cfg
+    without = cfg.adversarial_weight * terms["g_adv"] + cfg.cycle_weight * terms["cycle"] \
+        + cfg.identity_weight * terms["identity"]
+    # noisy->clean passes: enhance + cycle + identity, + the remixed input when on
+    assert passes == (4 if weight > 0 else 3)
+    if weight == 0:
+        assert "remix" not in terms
+        assert float(total) == pytest.approx(float(without), rel=1e-5)
+        return
+    assert float(expected) > 0.01
+    assert float(terms["remix"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(total) == pytest.approx(float(without + weight * expected), rel=1e-5)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from upcycle_se.errors import ConfigError
-from upcycle_se.losses import AdversarialLoss, LossConfig, compress_spectrum, masked_mean, spectral_l1, waveform_l1
+from upcycle_se.losses import (AdversarialLoss, LossConfig, compress_spectrum, masked_mean, remix_pseudo_noisy,
+                               spectral_l1, waveform_l1)
 from upcycle_se.lr_policy import EpochLRPolicy
 
 
@@ -126,3 +127,37 @@ def test_compressed_spectrum_keeps_phase_and_raises_magnitude_to_the_power():
 def test_spectral_compress_outside_0_1_is_refused(power):
     with pytest.raises(ConfigError, match=f"spectral_compress={power}"):
         LossConfig(spectral_compress=power)
+
+
+def test_remix_pseudo_noisy_carries_the_estimated_noise_at_the_estimated_snr():
+    """An oracle enhancer (output = the speech of the noisy crop) gives back the true noise; remixed onto a
+    clean crop twice as loud as that speech, the noise is doubled, so the pseudo-noisy SNR equals the noisy one."""
+    gen = torch.Generator().manual_seed(0)
+    speech, noise = 0.1 * torch.randn(2, 800, generator=gen), 0.05 * torch.randn(2, 800, generator=gen)
+    clean = torch.randn(2, 800, generator=gen)
+    clean = clean * (2 * speech.pow(2).mean(-1, keepdim=True).sqrt() / clean.pow(2).mean(-1, keepdim=True).sqrt())
+    pseudo = remix_pseudo_noisy(speech + noise, speech, clean)
+    torch.testing.assert_close(pseudo - clean, 2.0 * noise, rtol=1e-5, atol=1e-6)
+
+    def snr(s, n):
+        return float(10 * torch.log10(s.pow(2).sum() / n.pow(2).sum()))
+
+    assert snr(clean[0], pseudo[0] - clean[0]) == pytest.approx(snr(speech[0], noise[0]), abs=1e-4)
+
+
+def test_remix_pseudo_noisy_bounds_the_gain_and_respects_lengths():
+    """A crop the enhancer silenced has gain max_gain (10), not infinity; the noise is cut to the clean
+    crop's length and zero in its padding and beyond the noisy crop's valid samples."""
+    noisy = torch.ones(1, 10)
+    pseudo = remix_pseudo_noisy(noisy, torch.zeros(1, 10), torch.full((1, 6), 0.5))
+    torch.testing.assert_close(pseudo, torch.full((1, 6), 0.5 + 10.0))
+    # noisy valid for 4 of 10 samples, clean valid for 3 of 6; enhanced = half the noisy crop
+    pseudo = remix_pseudo_noisy(noisy, 0.5 * noisy, torch.ones(1, 6), torch.tensor([0.4]), torch.tensor([0.5]))
+    # gain rms(clean valid = 1) / rms(enhanced valid = 0.5) = 2: noise 0.5 -> 1.0 on the first 3 samples
+    torch.testing.assert_close(pseudo, torch.tensor([[2.0, 2.0, 2.0, 1.0, 1.0, 1.0]]))
+
+
+def test_remix_weight_defaults_to_off_and_refuses_negative():
+    assert LossConfig().remix_weight == 0.0
+    with pytest.raises(ConfigError, match=r"remix_weight=-1.*must be a number >= 0"):
+        LossConfig(remix_weight=-1.0)

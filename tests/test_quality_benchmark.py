@@ -52,21 +52,28 @@ def test_a_systems_own_epochs_and_generator_override_the_budgets(tmp_path, monke
     assert quality.BUDGETS["cpu"].systems == quality.BUDGETS["gpu"].systems == quality.PAPER_SYSTEMS
 
 
-def test_unpaired_budget_runs_the_paper_setting_the_opt_in_options_and_the_paired_reference_at_equal_steps(
+def test_unpaired_budget_runs_the_paper_setting_the_opt_in_remix_and_the_paired_reference_at_equal_steps(
         tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
     budget = quality.BUDGETS["unpaired"]
-    cmds = {n: quality.train_command(budget, quality.SYSTEMS[n], tmp_path, tmp_path / "prep") for n in budget.systems}
-    assert set(cmds) == {"unpaired_shuffle_small", "unpaired_cleancycle_res_small", "paired_l1_small"}
-    same = {"--n_epochs=2", "--n_epochs_decay=1", "--generator_preset=small", "--batch_size=4", "--lr=0.001",
-            "--crop_samples=16000"}
-    assert all(same <= set(c) for c in cmds.values())  # equal steps and sizes
-    paper, opt_in = cmds["unpaired_shuffle_small"], cmds["unpaired_cleancycle_res_small"]
-    assert not any(c.startswith(("--identity_decay", "--noisy_cycle", "--c2n")) for c in paper)  # hparams defaults
-    assert {"--unpaired=shuffle", "--loss_type=gan", "--identity_decay_steps=600", "--noisy_cycle_scale=0",
-            "--c2n_mode=residual"} <= set(opt_in)
-    assert {"--unpaired=paired", "--loss_type=l1"} <= set(cmds["paired_l1_small"])
-    assert not any(c.startswith("--precision") for cmd in cmds.values() for c in cmd)  # fp32, as the reference ran
+    for has_bf16 in (True, False):
+        monkeypatch.setattr("upcycle_se.models.runtime.cpu_has_bf16", lambda: has_bf16)
+        cmds = {n: quality.train_command(budget, quality.SYSTEMS[n], tmp_path, tmp_path / "prep")
+                for n in budget.systems}
+        assert set(cmds) == {"unpaired_shuffle_small", "unpaired_remix_small", "paired_l1_small"}
+        same = {"--n_epochs=2", "--n_epochs_decay=1", "--generator_preset=small", "--batch_size=4", "--lr=0.001",
+                "--crop_samples=16000"}
+        assert all(same <= set(c) for c in cmds.values())  # equal steps and sizes
+        paper, remix = cmds["unpaired_shuffle_small"], cmds["unpaired_remix_small"]
+        assert not any(c.startswith(("--identity_decay", "--noisy_cycle", "--c2n", "--remix")) for c in paper)
+        # the opt-in system differs from the paper's setting by the remix weight alone
+        assert {c for c in set(remix) - set(paper) if "output_folder" not in c} == {"--remix_weight=20"}
+        assert {"--unpaired=paired", "--loss_type=l1"} <= set(cmds["paired_l1_small"])
+        # one precision for all three: bf16 where the CPU has it, fp32 elsewhere
+        assert all(("--precision=bf16" in c) is has_bf16 for c in cmds.values())
+    # the clean-side-cycle option measured earlier still builds its command (run it with --systems)
+    opt_in = quality.train_command(budget, quality.SYSTEMS["unpaired_cleancycle_res_small"], tmp_path, tmp_path)
+    assert {"--identity_decay_steps=600", "--noisy_cycle_scale=0", "--c2n_mode=residual"} <= set(opt_in)
 
 
 def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_where_the_cpu_has_it(tmp_path,

@@ -8,7 +8,8 @@ Modules (``self.modules``, also the checkpoint names):
 Each training batch holds a noisy crop and a clean crop (unrelated ones in unpaired training). One step
 updates both generators with one optimizer, then both discriminators with another (Adam 2e-4,
 betas 0.5/0.999 in the hparams), as CycleGAN does. The losses are those of :mod:`upcycle_se.losses`:
-adversarial, cycle consistency, identity and, with ``loss_type: l1gan`` (paired data), a supervised L1.
+adversarial, cycle consistency, identity and, with ``loss_type: l1gan`` (paired data), a supervised L1;
+opt-in, a supervised L1 on remixed pseudo-pairs (``remix_weight``, see :class:`LossConfig`).
 
 Validation scores whole files with PESQ and STOI (:class:`upcycle_se.metrics.QualityStats`) and keeps the
 best checkpoint by validation PESQ; the test set is only scored, never used for selection. A validation
@@ -47,7 +48,7 @@ from speechbrain.utils.metric_stats import MetricStats
 from upcycle_se.audio import write_audio_atomic
 from upcycle_se.checkpoints import make_atomic, set_aside_incomplete_checkpoints
 from upcycle_se.errors import UserError
-from upcycle_se.losses import AdversarialLoss, LossConfig, spectral_l1, waveform_l1
+from upcycle_se.losses import AdversarialLoss, LossConfig, remix_pseudo_noisy, spectral_l1, waveform_l1
 from upcycle_se.lr_policy import EpochLRPolicy
 from upcycle_se.validation import ExampleCollector, log_examples, snr_gain
 
@@ -244,16 +245,27 @@ class UpCycleBrain(sb.Brain):
                     m["gen_c2n"](noisy), noisy, noisy_lens
                 )
                 total = total + identity_weight * terms["identity"]
+        if cfg.remix_weight > 0:  # opt-in: the enhancer's noise estimates remixed onto clean speech
+            pseudo_noisy = remix_pseudo_noisy(noisy, fake_clean, clean, noisy_lens, clean_lens)
+            remixed, remixed_spec = m["gen_n2c"](pseudo_noisy, return_spec=True)
+            terms["remix"] = self._supervised_l1(remixed, remixed_spec, clean, clean_lens)
+            total = total + cfg.remix_weight * terms["remix"]
         if "g_adv" in terms:
             total = total + cfg.adversarial_weight * terms["g_adv"]
         if cfg.supervised:
-            stft = _unwrap(m["gen_n2c"]).stft
-            terms["supervised"] = waveform_l1(fake_clean, clean, clean_lens) + cfg.spectral_weight * spectral_l1(
-                fake_clean_spec, stft.stft(clean), cfg.spectral_compress
-            )
+            terms["supervised"] = self._supervised_l1(fake_clean, fake_clean_spec, clean, clean_lens)
             total = total + cfg.supervised_weight * terms["supervised"]
         terms = {k: v.detach() for k, v in terms.items()}
         return total, terms, fake_clean, fake_noisy
+
+    def _supervised_l1(self, estimate, estimate_spec, clean, clean_lens) -> torch.Tensor:
+        """Waveform L1 plus ``spectral_weight`` x spectral L1 (``spectral_compress`` applied) against clean
+        speech ``[batch, time]``; ``estimate_spec`` is the generator's ``[batch, 2, F, N]`` output spectrum."""
+        cfg = self.loss_cfg
+        stft = _unwrap(self.modules["gen_n2c"]).stft
+        return waveform_l1(estimate, clean, clean_lens) + cfg.spectral_weight * spectral_l1(
+            estimate_spec, stft.stft(clean), cfg.spectral_compress
+        )
 
     def _clip_and_step(self, optimizer, terms: Dict[str, torch.Tensor]):
         """Clips the gradients and steps, unless their norm is not finite (clipping by a NaN norm would

@@ -84,13 +84,19 @@ class AdversarialLoss:
         return total / len(fake)
 
 
+def valid_mask(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``[batch, time]`` mask (``values``' dtype) of the valid samples of ``values [batch, time]`` given
+    relative ``lengths [batch]``, as SpeechBrain's padded batches give them."""
+    time = values.shape[-1]
+    mask = torch.arange(time, device=values.device)[None, :] < (lengths * time).round()[:, None]
+    return mask.to(values.dtype)
+
+
 def masked_mean(values: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
     """Mean of ``values [batch, time]`` over the valid samples given relative ``lengths [batch]``."""
     if lengths is None:
         return values.mean()
-    time = values.shape[-1]
-    mask = torch.arange(time, device=values.device)[None, :] < (lengths * time).round()[:, None]
-    mask = mask.to(values.dtype)
+    mask = valid_mask(values, lengths)
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
@@ -124,6 +130,48 @@ def spectral_l1(estimate_spec: torch.Tensor, target_spec: torch.Tensor, compress
     return (estimate_spec - target_spec).abs().mean() + (mag_e - mag_t).abs().mean()
 
 
+def _masked_rms(x: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
+    """Root mean square of each waveform of ``x [batch, time]`` over its valid samples -> ``[batch]``."""
+    if lengths is None:
+        return x.pow(2).mean(-1).sqrt()
+    mask = valid_mask(x, lengths)
+    return ((x.pow(2) * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sqrt()
+
+
+def remix_pseudo_noisy(noisy: torch.Tensor, enhanced: torch.Tensor, clean: torch.Tensor,
+                       noisy_lens: torch.Tensor = None, clean_lens: torch.Tensor = None,
+                       max_gain: float = 10.0) -> torch.Tensor:
+    """Pseudo-noisy inputs for remixed supervision (``LossConfig.remix_weight``): clean crops plus the noise
+    an enhancer estimated in unrelated noisy crops, at the SNR it estimated there.
+
+    Arguments
+    ---------
+    noisy, enhanced : ``[batch, time_n]`` noisy crops and the enhancer's output for them; their difference
+        is the noise estimate (padding beyond ``noisy_lens`` counts as silence).
+    clean : ``[batch, time_c]`` clean crops (unpaired: any speech of the clean pile).
+    max_gain : bound on the level gain ``rms(clean) / rms(enhanced)`` applied to the noise, so that a
+        noisy crop the enhancer judged (nearly) speech-free yields a loud but finite noise.
+
+    Returns
+    -------
+    ``[batch, time_c]``: ``clean + gain * noise``, where ``gain`` keeps each item's estimated SNR,
+    ``rms(enhanced) / rms(noise)``; the noise is cut or zero-padded to ``time_c`` and zero in the clean
+    crop's padding. No gradient flows through it.
+    """
+    with torch.no_grad():
+        noisy, enhanced, clean = noisy.float(), enhanced.float(), clean.float()
+        noise = noisy - enhanced
+        if noisy_lens is not None:
+            noise = noise * valid_mask(noise, noisy_lens)
+        gain = _masked_rms(clean, clean_lens) / _masked_rms(enhanced, noisy_lens).clamp(min=1e-8)
+        noise = noise * gain.clamp(1.0 / max_gain, max_gain)[:, None]
+        t_c = clean.shape[-1]
+        noise = F.pad(noise, (0, max(0, t_c - noise.shape[-1])))[:, :t_c]
+        if clean_lens is not None:
+            noise = noise * valid_mask(noise, clean_lens)
+        return clean + noise
+
+
 @dataclass
 class LossConfig:
     """Which loss terms are on and their weights (the ``loss`` section of the hparams).
@@ -146,6 +194,13 @@ class LossConfig:
     noisy-side cycle pays the noisy->clean generator for keeping the noise. The clean-side cycle is
     well posed (noise added, then removed) and is where the noisy->clean generator learns to denoise the
     clean->noisy generator's output. 1 keeps the paper's symmetric cycle; 0 drops the noisy side.
+    ``remix_weight > 0`` (opt-in, beyond the paper; unpaired training) adds a supervised term on remixed
+    pseudo-pairs, in the spirit of bootstrapped remixing (RemixIT, Tzinis et al. 2022): the enhancer's own
+    noise estimate of each noisy crop, ``noisy - G_n2c(noisy)`` (no gradient), is added to a clean crop at
+    the estimated SNR of that noisy crop, and ``G_n2c`` is trained with the supervised L1 (waveform +
+    spectral, ``spectral_compress`` included) to give the clean crop back. The clean->noisy generator's
+    output is a deterministic function of clean speech; the remixed input carries the noise of the real
+    noisy pile, with the whole variety of that pile. 0 (default): the paper's losses only.
     """
 
     loss_type: str = "gan"
@@ -158,6 +213,7 @@ class LossConfig:
     identity_decay_steps: int = 0
     spectral_compress: float = 1.0
     noisy_cycle_scale: float = 1.0
+    remix_weight: float = 0.0
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
