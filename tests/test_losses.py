@@ -146,11 +146,11 @@ def test_remix_pseudo_noisy_carries_the_estimated_noise_at_the_estimated_snr():
 
 
 def test_remix_pseudo_noisy_bounds_the_gain_and_respects_lengths():
-    """A crop the enhancer silenced has gain max_gain (10), not infinity; the noise is cut to the clean
+    """A crop the enhancer silenced has gain max_gain (100), not infinity; the noise is cut to the clean
     crop's length and zero in its padding and beyond the noisy crop's valid samples."""
     noisy = torch.ones(1, 10)
     pseudo = remix_pseudo_noisy(noisy, torch.zeros(1, 10), torch.full((1, 6), 0.5))
-    torch.testing.assert_close(pseudo, torch.full((1, 6), 0.5 + 10.0))
+    torch.testing.assert_close(pseudo, torch.full((1, 6), 0.5 + 100.0))
     # noisy valid for 4 of 10 samples, clean valid for 3 of 6; enhanced = half the noisy crop
     pseudo = remix_pseudo_noisy(noisy, 0.5 * noisy, torch.ones(1, 6), torch.tensor([0.4]), torch.tensor([0.5]))
     # gain rms(clean valid = 1) / rms(enhanced valid = 0.5) = 2: noise 0.5 -> 1.0 on the first 3 samples
@@ -161,3 +161,28 @@ def test_remix_weight_defaults_to_off_and_refuses_negative():
     assert LossConfig().remix_weight == 0.0
     with pytest.raises(ConfigError, match=r"remix_weight=-1.*must be a number >= 0"):
         LossConfig(remix_weight=-1.0)
+
+
+def test_remix_pseudo_noisy_at_given_snrs_takes_only_the_noise_shape():
+    """With snr_db given, each pseudo-noisy item has exactly that SNR against its clean crop, whatever the
+    level of the noise estimate (here an enhancer that removed a tenth of the noise)."""
+    gen = torch.Generator().manual_seed(1)
+    speech, noise = 0.1 * torch.randn(3, 800, generator=gen), 0.05 * torch.randn(3, 800, generator=gen)
+    clean = 0.2 * torch.randn(3, 800, generator=gen)
+    enhanced = speech + 0.9 * noise
+    pseudo = remix_pseudo_noisy(speech + noise, enhanced, clean, snr_db=torch.tensor([-5.0, 0.0, 12.5]))
+    added = pseudo - clean
+    snrs = 10 * torch.log10(clean.pow(2).sum(-1) / added.pow(2).sum(-1))
+    torch.testing.assert_close(snrs, torch.tensor([-5.0, 0.0, 12.5]), atol=1e-4, rtol=0)
+    scale = (added * noise).sum(-1, keepdim=True) / noise.pow(2).sum(-1, keepdim=True)
+    torch.testing.assert_close(added, scale * noise, rtol=1e-4, atol=1e-6)  # the true noise's shape, scaled
+
+
+def test_remix_snr_is_estimated_or_a_range_and_draws_within_it():
+    assert LossConfig().remix_snr == "estimated" and LossConfig().remix_snr_draw(4) is None
+    torch.manual_seed(0)
+    draws = LossConfig(remix_snr=[-5, 20]).remix_snr_draw(1000)
+    assert draws.shape == (1000,) and -5 <= float(draws.min()) < -4 and 19 < float(draws.max()) <= 20
+    for bad in ("fixed", [20, -5], [0], [0, "a"]):
+        with pytest.raises(ConfigError, match=r"remix_snr=.* must be 'estimated' or \[low, high\]"):
+            LossConfig(remix_snr=bad)

@@ -52,7 +52,7 @@ def test_a_systems_own_epochs_and_generator_override_the_budgets(tmp_path, monke
     assert quality.BUDGETS["cpu"].systems == quality.BUDGETS["gpu"].systems == quality.PAPER_SYSTEMS
 
 
-def test_unpaired_budget_runs_the_paper_setting_the_opt_in_remix_and_the_paired_reference_at_equal_steps(
+def test_unpaired_budget_runs_the_paper_setting_the_opt_in_remixes_and_the_paired_reference_at_equal_steps(
         tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
     budget = quality.BUDGETS["unpaired"]
@@ -60,7 +60,8 @@ def test_unpaired_budget_runs_the_paper_setting_the_opt_in_remix_and_the_paired_
         monkeypatch.setattr("upcycle_se.models.runtime.cpu_has_bf16", lambda: has_bf16)
         cmds = {n: quality.train_command(budget, quality.SYSTEMS[n], tmp_path, tmp_path / "prep")
                 for n in budget.systems}
-        assert set(cmds) == {"unpaired_shuffle_small", "unpaired_remix_small", "paired_l1_small"}
+        assert set(cmds) == {"unpaired_shuffle_small", "unpaired_remix_small", "unpaired_remixsnr_small",
+                             "paired_l1_small"}
         same = {"--n_epochs=2", "--n_epochs_decay=1", "--generator_preset=small", "--batch_size=4", "--lr=0.001",
                 "--crop_samples=16000"}
         assert all(same <= set(c) for c in cmds.values())  # equal steps and sizes
@@ -68,6 +69,8 @@ def test_unpaired_budget_runs_the_paper_setting_the_opt_in_remix_and_the_paired_
         assert not any(c.startswith(("--identity_decay", "--noisy_cycle", "--c2n", "--remix")) for c in paper)
         # the opt-in system differs from the paper's setting by the remix weight alone
         assert {c for c in set(remix) - set(paper) if "output_folder" not in c} == {"--remix_weight=20"}
+        assert {c for c in set(cmds["unpaired_remixsnr_small"]) - set(remix) if "output_folder" not in c} \
+            == {"--remix_snr=[-5,20]"}
         assert {"--unpaired=paired", "--loss_type=l1"} <= set(cmds["paired_l1_small"])
         # one precision for all three: bf16 where the CPU has it, fp32 elsewhere
         assert all(("--precision=bf16" in c) is has_bf16 for c in cmds.values())

@@ -246,7 +246,8 @@ class UpCycleBrain(sb.Brain):
                 )
                 total = total + identity_weight * terms["identity"]
         if cfg.remix_weight > 0:  # opt-in: the enhancer's noise estimates remixed onto clean speech
-            pseudo_noisy = remix_pseudo_noisy(noisy, fake_clean, clean, noisy_lens, clean_lens)
+            pseudo_noisy = remix_pseudo_noisy(noisy, fake_clean, clean, noisy_lens, clean_lens,
+                                              snr_db=cfg.remix_snr_draw(clean.shape[0]))
             remixed, remixed_spec = m["gen_n2c"](pseudo_noisy, return_spec=True)
             terms["remix"] = self._supervised_l1(remixed, remixed_spec, clean, clean_lens)
             total = total + cfg.remix_weight * terms["remix"]

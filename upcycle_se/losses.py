@@ -14,7 +14,7 @@ paper's code accepted any ``loss_type`` and always trained the same loss).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -140,30 +140,36 @@ def _masked_rms(x: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
 
 def remix_pseudo_noisy(noisy: torch.Tensor, enhanced: torch.Tensor, clean: torch.Tensor,
                        noisy_lens: torch.Tensor = None, clean_lens: torch.Tensor = None,
-                       max_gain: float = 10.0) -> torch.Tensor:
+                       snr_db: Optional[torch.Tensor] = None, max_gain: float = 100.0) -> torch.Tensor:
     """Pseudo-noisy inputs for remixed supervision (``LossConfig.remix_weight``): clean crops plus the noise
-    an enhancer estimated in unrelated noisy crops, at the SNR it estimated there.
+    an enhancer estimated in unrelated noisy crops, at the SNR it estimated there or at given SNRs.
 
     Arguments
     ---------
     noisy, enhanced : ``[batch, time_n]`` noisy crops and the enhancer's output for them; their difference
         is the noise estimate (padding beyond ``noisy_lens`` counts as silence).
     clean : ``[batch, time_c]`` clean crops (unpaired: any speech of the clean pile).
-    max_gain : bound on the level gain ``rms(clean) / rms(enhanced)`` applied to the noise, so that a
-        noisy crop the enhancer judged (nearly) speech-free yields a loud but finite noise.
+    snr_db : ``[batch]`` SNRs to mix at; None keeps each item's estimated SNR,
+        ``rms(enhanced) / rms(noise)``. An enhancer near the identity removes little, so its estimated SNRs
+        are high; given SNRs take only the noise's shape from it.
+    max_gain : bound on the level gain applied to the noise, so that a noisy crop the enhancer judged
+        (nearly) speech-free, or a noise estimate near zero, yields a loud but finite noise.
 
     Returns
     -------
-    ``[batch, time_c]``: ``clean + gain * noise``, where ``gain`` keeps each item's estimated SNR,
-    ``rms(enhanced) / rms(noise)``; the noise is cut or zero-padded to ``time_c`` and zero in the clean
-    crop's padding. No gradient flows through it.
+    ``[batch, time_c]``: ``clean + gain * noise``; the noise is cut or zero-padded to ``time_c`` and zero in
+    the clean crop's padding. No gradient flows through it.
     """
     with torch.no_grad():
         noisy, enhanced, clean = noisy.float(), enhanced.float(), clean.float()
         noise = noisy - enhanced
         if noisy_lens is not None:
             noise = noise * valid_mask(noise, noisy_lens)
-        gain = _masked_rms(clean, clean_lens) / _masked_rms(enhanced, noisy_lens).clamp(min=1e-8)
+        if snr_db is None:
+            gain = _masked_rms(clean, clean_lens) / _masked_rms(enhanced, noisy_lens).clamp(min=1e-8)
+        else:
+            gain = _masked_rms(clean, clean_lens) / (
+                _masked_rms(noise, noisy_lens).clamp(min=1e-8) * 10.0 ** (snr_db.float().to(noise.device) / 20))
         noise = noise * gain.clamp(1.0 / max_gain, max_gain)[:, None]
         t_c = clean.shape[-1]
         noise = F.pad(noise, (0, max(0, t_c - noise.shape[-1])))[:, :t_c]
@@ -201,6 +207,9 @@ class LossConfig:
     spectral, ``spectral_compress`` included) to give the clean crop back. The clean->noisy generator's
     output is a deterministic function of clean speech; the remixed input carries the noise of the real
     noisy pile, with the whole variety of that pile. 0 (default): the paper's losses only.
+    ``remix_snr``: ``estimated`` (default) mixes at each noisy crop's estimated SNR; ``[low, high]`` (dB)
+    draws each item's SNR uniformly from that range, so the pseudo-pairs have realistic levels even while
+    the enhancer, still near the identity, removes (and so estimates) only a little of the noise.
     """
 
     loss_type: str = "gan"
@@ -214,6 +223,7 @@ class LossConfig:
     spectral_compress: float = 1.0
     noisy_cycle_scale: float = 1.0
     remix_weight: float = 0.0
+    remix_snr: Union[str, Sequence[float]] = "estimated"
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -229,9 +239,21 @@ class LossConfig:
         if self.noisy_cycle_scale > 1:
             raise ConfigError(f"noisy_cycle_scale={self.noisy_cycle_scale!r} must be in [0, 1] (1: the paper's "
                               "symmetric cycle, 0: clean-side cycle only)")
+        snr = self.remix_snr
+        if snr != "estimated" and not (isinstance(snr, (list, tuple)) and len(snr) == 2
+                                       and all(isinstance(v, (int, float)) for v in snr) and snr[0] <= snr[1]):
+            raise ConfigError(f"remix_snr={snr!r} must be 'estimated' or [low, high] in dB with low <= high")
         steps = self.identity_decay_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"identity_decay_steps={steps!r} must be an integer >= 0 (0: constant, the paper)")
+
+    def remix_snr_draw(self, batch: int) -> Optional[torch.Tensor]:
+        """``[batch]`` SNRs (dB) for :func:`remix_pseudo_noisy`: uniform in ``remix_snr``, or None when the
+        estimated SNRs are kept."""
+        if self.remix_snr == "estimated":
+            return None
+        low, high = (float(v) for v in self.remix_snr)
+        return low + (high - low) * torch.rand(batch)
 
     def identity_weight_at(self, step: int) -> float:
         """The identity weight for generator update ``step`` (0-based): constant unless

@@ -82,12 +82,13 @@ def test_no_validation_folders_train_export_enhance(own_folders, tmp_path):
     remixed pseudo-pair L1)."""
     out = tmp_path / "run"
     run = train(own_folders, out, "--valid_fraction=0.25", "--noisy_cycle_scale=0", "--c2n_mode=residual",
-                "--identity_decay_steps=2", "--remix_weight=20")
+                "--identity_decay_steps=2", "--remix_weight=20", "--remix_snr=[-5,20]")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (out / "train.py").read_text() == (RECIPE / "train.py").read_text()  # the script that ran
     ran = (out / "hyperparams.yaml").read_text()
     assert all(line in ran for line in ("noisy_cycle_scale: 0", "c2n_mode: residual", "identity_decay_steps: 2",
                                         "remix_weight: 20"))
+    assert re.search(r"\nremix_snr:[^\n]*\[-5, 20\]", ran), ran  # the range reached the hparams
     assert "remix: " in (out / "train_log.txt").read_text()  # the term was trained and logged
     (ckpt,) = (out / "save").glob("CKPT+*")
     c2n = torch.load(ckpt / "gen_c2n.ckpt", map_location="cpu")
