@@ -79,6 +79,22 @@ def test_unpaired_budget_runs_the_paper_setting_the_opt_in_remixes_and_the_paire
     assert {"--identity_decay_steps=600", "--noisy_cycle_scale=0", "--c2n_mode=residual"} <= set(opt_in)
 
 
+
+def test_unpaired_base_budget_compares_the_paper_setting_and_the_opt_ins_with_paired_at_equal_steps(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
+    monkeypatch.setattr("upcycle_se.models.runtime.cpu_has_bf16", lambda: True)
+    budget = quality.BUDGETS["unpaired_base"]
+    cmds = {n: quality.train_command(budget, quality.SYSTEMS[n], tmp_path, tmp_path / "prep") for n in budget.systems}
+    same = {"--n_epochs=4", "--n_epochs_decay=2", "--generator_preset=base", "--batch_size=4", "--lr=0.001",
+            "--crop_samples=16000", "--precision=bf16"}
+    assert all(same <= set(c) for c in cmds.values())
+    paper, opt_in = cmds["unpaired_shuffle_base"], cmds["unpaired_remixsnr_lean_base"]
+    assert not any(c.startswith(("--identity_decay", "--noisy_cycle", "--c2n", "--remix")) for c in paper)
+    assert {c for c in set(opt_in) - set(paper) if "output_folder" not in c} == {
+        "--remix_weight=20", "--remix_snr=[-5,20]", "--identity_decay_steps=600", "--noisy_cycle_scale=0"}
+    assert {"--unpaired=paired", "--loss_type=l1"} <= set(cmds["paired_l1_base_eq"])
+
 def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_where_the_cpu_has_it(tmp_path,
                                                                                               monkeypatch):
     monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
@@ -121,3 +137,9 @@ def test_tiny_budget_end_to_end(tmp_path):
     record = state["rows"]["paired"]["record"]
     assert record["epochs"] == 1 and record["steps"] >= 1 and record["wall_seconds"] > 0
     assert "| Up-Cycle-SENet, paired, L1+GAN |" in text
+
+    # A rerun with one baseline, not the first one scored: the noisy row comes from the cache, unchanged.
+    again = quality.run("tiny", tmp_path / "work", results, baselines=["mmse_lsa"], n_jobs=1)
+    assert set(again["rows"]) == {"noisy", "mmse_lsa", "paired"}
+    assert again["rows"]["noisy"]["rows"] == state["rows"]["noisy"]["rows"]
+    assert again["rows"]["mmse_lsa"]["rows"] == state["rows"]["mmse_lsa"]["rows"]
