@@ -79,7 +79,6 @@ def test_unpaired_budget_runs_the_paper_setting_the_opt_in_remixes_and_the_paire
     assert {"--identity_decay_steps=600", "--noisy_cycle_scale=0", "--c2n_mode=residual"} <= set(opt_in)
 
 
-
 def test_unpaired_base_budget_compares_the_paper_setting_and_the_opt_ins_with_paired_at_equal_steps(
         tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
@@ -94,6 +93,7 @@ def test_unpaired_base_budget_compares_the_paper_setting_and_the_opt_ins_with_pa
     assert {c for c in set(opt_in) - set(paper) if "output_folder" not in c} == {
         "--remix_weight=20", "--remix_snr=[-5,20]", "--identity_decay_steps=600", "--noisy_cycle_scale=0"}
     assert {"--unpaired=paired", "--loss_type=l1"} <= set(cmds["paired_l1_base_eq"])
+
 
 def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_where_the_cpu_has_it(tmp_path,
                                                                                               monkeypatch):
