@@ -95,6 +95,27 @@ def test_unpaired_base_budget_compares_the_paper_setting_and_the_opt_ins_with_pa
     assert {"--unpaired=paired", "--loss_type=l1"} <= set(cmds["paired_l1_base_eq"])
 
 
+def test_unpaired_long_budget_trains_the_packaged_unpaired_model_on_with_its_own_opt_ins(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
+    monkeypatch.setattr("upcycle_se.models.runtime.cpu_has_bf16", lambda: True)
+    budget = quality.BUDGETS["unpaired_long"]
+    # it starts from the shipped unpaired model, which never saw a clean/noisy pair
+    assert (quality.UNPAIRED_FROM / "generator.ckpt").is_file()
+    assert "unpaired" in (quality.UNPAIRED_FROM / "MODEL.md").read_text().lower()
+    control, compressed = (quality.train_command(budget, quality.SYSTEMS[n], tmp_path, tmp_path / "prep")
+                           for n in budget.systems)
+    assert {"--unpaired=shuffle", "--loss_type=gan", f"--init_from={quality.UNPAIRED_FROM}", "--lr=0.0005",
+            "--n_epochs=5", "--n_epochs_decay=2", "--precision=bf16"} <= set(control)
+    # the same opt-in losses as the model it starts from, but its identity decay already spent
+    origin = quality.train_command(quality.BUDGETS["unpaired_base"], quality.SYSTEMS["unpaired_remixsnr_lean_base"],
+                                   tmp_path, tmp_path / "prep")
+    assert {c for c in set(origin) - set(control) if c.startswith(("--remix", "--identity", "--noisy_cycle",
+                                                                   "--generator"))} == {"--identity_decay_steps=600"}
+    assert "--identity_decay_steps=1" in control
+    assert {c for c in set(compressed) - set(control) if "output_folder" not in c} == {"--spectral_compress=0.3"}
+    assert not any(c.startswith("--unpaired=paired") for c in control + compressed)
+
+
 def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_where_the_cpu_has_it(tmp_path,
                                                                                               monkeypatch):
     monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
