@@ -35,6 +35,10 @@ its own):
   packaged default model through ``upcycle-se enhance --precision auto`` vs ``fp32``, and PESQ bf16 vs
   fp32 on the ``benchmark`` test set. ``--precision-only`` runs just this part and rewrites just its
   subsection. Without bf16 hardware the bf16 rows are emulated (and flagged so).
+* **bf16 with torch.compile**: each preset in fp32, bf16 and bf16 through ``torch.compile`` with inductor's
+  ``freezing``, and the packaged default loaded once through the pretrained interface with and without
+  the ``compile`` run option (``upcycle-se enhance --compile``). ``--compile-precision-only`` runs just
+  this part and rewrites just its subsection.
 * **Training throughput** (utterance-seconds per second) of one full cycle-GAN step
   (:meth:`upcycle_se.brain.UpCycleBrain.fit_batch`: both generators updated, then both discriminators)
   with the recipes' own hparams (``upcycle.yaml`` = paper, ``upcycle_small.yaml`` = small), batch 4 x 2 s;
@@ -593,6 +597,7 @@ def worker_data(cfg: Dict[str, Any]) -> Dict[str, Any]:
 # enhance` with --precision auto vs fp32, and PESQ bf16 vs fp32 on the benchmark test set.
 
 PRECISION_BEGIN, PRECISION_END = "<!-- speed-precision:begin -->", "<!-- speed-precision:end -->"
+COMPILE_BEGIN, COMPILE_END = "<!-- speed-compile:begin -->", "<!-- speed-compile:end -->"
 #: Where the quality benchmark leaves the `benchmark` corpus (the packaged model's test set).
 BENCHMARK_CORPUS = REPO / "benchmarks" / "work" / "benchmark_ref" / "corpus"
 
@@ -739,6 +744,124 @@ def worker_pesq_precision(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {"files": len(chosen), "of": len(noisy_files), "mean": {k: statistics.fmean(v) for k, v in scores.items()},
             "mean_diff": statistics.fmean(diffs), "max_abs_diff": max(abs(d) for d in diffs),
             "load1": os.getloadavg()[0]}
+
+
+def worker_compile_precision(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """One generator in fp32, in bf16, and in bf16 through ``torch.compile`` with inductor's ``freezing``
+    (as ``UpCycleEnhancement`` compiles it), timed passes interleaved; the compile time is the first
+    compiled pass."""
+    import copy
+
+    import torch._inductor.config as inductor_config
+
+    fp32 = build_model(cfg["model"])
+    bf16 = copy.deepcopy(fp32).set_unet_dtype(torch.bfloat16)
+    gen = torch.Generator().manual_seed(1)
+    wav = 0.1 * torch.randn(int(cfg["batch"]), int(round(cfg["seconds"] * SR)), generator=gen)
+    with torch.inference_mode(), inductor_config.patch(freezing=True):
+        compiled = torch.compile(bf16, dynamic=False)
+        ref = fp32(wav)
+        bf16(wav)
+        t0 = time.perf_counter()
+        out = compiled(wav)
+        compile_s = time.perf_counter() - t0
+        models = {"fp32": fp32, "bf16": bf16, "bf16_compiled": compiled}
+        walls: Dict[str, List[float]] = {k: [] for k in models}
+        names = list(models)
+        for rnd in range(int(cfg.get("rounds", 3))):
+            for key in names[rnd % 3:] + names[:rnd % 3]:
+                w0 = time.perf_counter()
+                models[key](wav)
+                walls[key].append(time.perf_counter() - w0)
+    snr = float(10 * torch.log10(ref.pow(2).sum() / (ref - out).pow(2).sum().clamp_min(1e-30)))
+    return {"median_s": {k: statistics.median(v) for k, v in walls.items()}, "walls": walls,
+            "compile_s": compile_s, "snr_db": snr, "load1": os.getloadavg()[0]}
+
+
+def worker_enhance_compile(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The packaged default model loaded once through the pretrained interface (a folder of files, as
+    ``upcycle-se enhance`` runs it): fp32, ``auto`` and ``auto`` with the ``compile`` run option, each
+    enhancing a ``seconds``-long 16 kHz signal, rounds interleaved; compile time = the first compiled call."""
+    from upcycle_se.inference import UpCycleEnhancement, default_model_dir
+
+    sig = torch.from_numpy(_speech_like(float(cfg["seconds"])))
+    variants = {"fp32": {"precision": "fp32"}, "auto": {"precision": "auto"},
+                "auto_compiled": {"precision": "auto", "compile": True}}
+    enhancers = {k: UpCycleEnhancement.from_hparams(source=default_model_dir(), run_opts=v)
+                 for k, v in variants.items()}
+    first = {}
+    for k, enh in enhancers.items():
+        t0 = time.perf_counter()
+        enh.enhance_signal(sig, SR)  # warm-up; for the compiled one, the compile
+        first[k] = time.perf_counter() - t0
+    walls: Dict[str, List[float]] = {k: [] for k in enhancers}
+    names = list(enhancers)
+    for rnd in range(int(cfg.get("rounds", 3))):
+        for k in names[rnd % 3:] + names[:rnd % 3]:
+            t0 = time.perf_counter()
+            enhancers[k].enhance_signal(sig, SR)
+            walls[k].append(time.perf_counter() - t0)
+    return {"resolved": {k: e.precision for k, e in enhancers.items()}, "first_s": first, "walls": walls,
+            "median_s": {k: statistics.median(v) for k, v in walls.items()}, "load1": os.getloadavg()[0]}
+
+
+def _run_compile_part(args: argparse.Namespace, run: "Runner") -> Dict[str, Any]:
+    """The bf16 + torch.compile part: the generators, then the packaged default through the interface."""
+    threads = max(args.threads)
+    out: Dict[str, Any] = {"models": [], "started": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                           "load_start": os.getloadavg()[0], "threads": threads}
+    for model in args.compile_precision_models:
+        run.log(f"compile: {model} fp32 / bf16 / bf16 compiled x{threads}, {args.precision_seconds:g} s")
+        out["models"].append({"model": model, "threads": threads, "seconds": args.precision_seconds, **run({
+            "kind": "compile_precision", "model": model, "threads": threads, "seconds": args.precision_seconds,
+            "batch": 1, "rounds": args.precision_rounds}, timeout=1800)})
+    run.log(f"compile: packaged default through the interface, fp32 / auto / auto compiled x{threads}")
+    out["enhance"] = {"threads": threads, "seconds": args.enhance_seconds, **run({
+        "kind": "enhance_compile", "threads": threads, "seconds": args.enhance_seconds,
+        "rounds": args.precision_rounds}, timeout=1800)}
+    return out
+
+
+def _compile_precision_lines(res: Dict[str, Any], command: str) -> List[str]:
+    """The bf16 + torch.compile subsection, between its own markers (``--compile-precision-only``)."""
+    c = res["compile_precision"]
+    hw = res["machine"].get("bf16_hardware")
+    out = [COMPILE_BEGIN, "### bf16 with torch.compile", "",
+           f"Measured {c['started']} on **{res['machine']['cpu']}** (bf16 hardware: **{'yes' if hw else 'no'}**), "
+           f"{c['threads']} thread{'s' if c['threads'] != 1 else ''}, 1-min load average {c['load_start']:.1f} at the start. "
+           f"`{command}` ({res['total_s'] / 60:.1f} min).", "",
+           "| model | input | fp32 s | bf16 s | bf16 compiled s | bf16 / fp32 | **bf16 compiled / fp32** | "
+           "compile s | compiled vs fp32 output SNR | load |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in c["models"]:
+        head = f"| {MODEL_LABELS.get(r['model'], r['model'])} | {r['seconds']:g} s "
+        if "error" in r:
+            out.append(head + f"| failed: {r['error'][:150]} | | | | | | | |")
+            continue
+        m = r["median_s"]
+        out.append(head + f"| {m['fp32']:.3g} | {m['bf16']:.3g} | {m['bf16_compiled']:.3g} | "
+                   f"{m['fp32'] / m['bf16']:.2f}x | **{m['fp32'] / m['bf16_compiled']:.2f}x** | "
+                   f"{r['compile_s']:.0f} | {r['snr_db']:.1f} dB | {r['load1']:.1f} |")
+    out += ["", "One process per model: the fp32 generator, a bf16 copy (`set_unet_dtype`), and that copy "
+            "through `torch.compile(dynamic=False)` with inductor's `freezing` (weights folded in as constants, "
+            "oneDNN weight prepacking, element-wise work fused); timed passes interleaved, median; the compile "
+            "time is the first compiled pass, with a fresh inductor cache.", ""]
+    e = c.get("enhance")
+    if e and "error" not in e:
+        m, first = e["median_s"], e["first_s"]
+        out += [f"**The packaged default model through the pretrained interface, loaded once** (as "
+                f"`upcycle-se enhance` runs a folder; a {e['seconds']:g} s 16 kHz signal per call, chunked as "
+                f"shipped; load {e['load1']:.1f}):", "",
+                "| run options | resolves to | first call s | s per call | vs fp32 |", "|---|---|---|---|---|"]
+        labels = {"fp32": '`{"precision": "fp32"}`', "auto": '`{"precision": "auto"}`',
+                  "auto_compiled": '`{"precision": "auto", "compile": True}` (`--compile`)'}
+        for k in ("fp32", "auto", "auto_compiled"):
+            out.append(f"| {labels[k]} | {e['resolved'][k]} | {first[k]:.3g} | {m[k]:.3g} | "
+                       f"{m['fp32'] / m[k]:.2f}x |")
+        out.append("")
+    elif e:
+        out += [f"Interface path: failed: {e['error'][:200]}", ""]
+    out.append(COMPILE_END)
+    return out
 
 
 def _run_precision_part(args: argparse.Namespace, run: "Runner") -> Dict[str, Any]:
@@ -902,7 +1025,8 @@ def _precision_lines(res: Dict[str, Any]) -> List[str]:
 WORKERS = {"infer": worker_infer, "ladder": worker_ladder, "train": worker_train, "data": worker_data,
            "kernels": worker_kernels, "precision": worker_precision, "enhance_precision": worker_enhance_precision,
            "pesq_precision": worker_pesq_precision,
-           "train_precision": worker_train_precision}
+           "train_precision": worker_train_precision, "compile_precision": worker_compile_precision,
+           "enhance_compile": worker_enhance_compile}
 
 
 def run_worker(cfg_json: str) -> None:
@@ -1401,6 +1525,16 @@ def write_precision_results(path: Path, section: str) -> None:
     replace_section(path, section, PRECISION_BEGIN, PRECISION_END)
 
 
+def write_compile_results(path: Path, section: str) -> None:
+    """Replaces only the bf16 + torch.compile subsection, adding its markers at the end of the speed section
+    first."""
+    text = path.read_text() if path.is_file() else ""
+    if COMPILE_BEGIN not in text:
+        speed = text.split(BEGIN, 1)[1].split(END, 1)[0] if BEGIN in text and END in text else "\n"
+        write_results(path, BEGIN + speed.rstrip("\n") + f"\n\n{COMPILE_BEGIN}\n{COMPILE_END}\n\n{END}\n")
+    replace_section(path, section, COMPILE_BEGIN, COMPILE_END)
+
+
 # ============================================================================ CLI
 
 def _floats(text: str) -> List[float]:
@@ -1461,6 +1595,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default paper,base,small)")
     p.add_argument("--precision-seconds", type=float, default=None, help="input of those passes (default 4, quick 1)")
     p.add_argument("--precision-rounds", type=int, default=3, help="interleaved fp32 / bf16 rounds")
+    p.add_argument("--compile-precision-only", action="store_true",
+                   help="only the bf16 + torch.compile part (generators and the packaged default through the "
+                        "interface, at the largest --threads), rewriting just its subsection")
+    p.add_argument("--compile-precision-models", type=_names, default=None,
+                   help="generators of that part (default paper,base,small)")
     p.add_argument("--enhance-seconds", type=float, default=10.0,
                    help="file length for the packaged model through `upcycle-se enhance`")
     p.add_argument("--pesq-files", type=int, default=120,
@@ -1492,6 +1631,7 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.train_steps = steps
     args.precision_models = args.precision_models or ["paper", "base", "small"]
     args.precision_seconds = args.precision_seconds or (1.0 if quick else 4.0)
+    args.compile_precision_models = args.compile_precision_models or ["paper", "base", "small"]
     return args
 
 
@@ -1503,6 +1643,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = resolve_defaults(args)
     command = "python benchmarks/speed.py" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
+    if args.compile_precision_only:
+        run = Runner(verbose=not args.silent)
+        res = {"machine": machine_info(), "compile_precision": _run_compile_part(args, run)}
+        res["total_s"] = time.perf_counter() - run.t_start
+        section = "\n".join(_compile_precision_lines(res, command)) + "\n"
+        return _publish(args, res, section, write_compile_results, "bf16 + torch.compile subsection")
     if args.precision_only:
         run = Runner(verbose=not args.silent)
         res = {"machine": machine_info(), "started": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),

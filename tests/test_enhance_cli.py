@@ -214,6 +214,21 @@ def test_precision_fp32_and_bf16_enhance_alike(noisy, model_dir, tmp_path, capsy
     assert 10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - low) ** 2), 1e-30)) >= 35.0
 
 
+def test_compile_flag_asks_speechbrain_to_compile_the_model(noisy, model_dir, tmp_path, monkeypatch):
+    from upcycle_se.inference import UpCycleEnhancement
+
+    seen, real = [], UpCycleEnhancement.from_hparams
+
+    def spy(*args, **kwargs):
+        seen.append(dict(kwargs["run_opts"]))
+        return real(*args, **{**kwargs, "run_opts": {k: v for k, v in kwargs["run_opts"].items() if k != "compile"}})
+
+    monkeypatch.setattr(UpCycleEnhancement, "from_hparams", spy)
+    assert enhance(noisy / "a.wav", "-o", tmp_path / "c", "--model", model_dir, "--compile") == 0
+    assert enhance(noisy / "a.wav", "-o", tmp_path / "e", "--model", model_dir) == 0
+    assert seen == [{"device": "cpu", "precision": "auto", "compile": True}, {"device": "cpu", "precision": "auto"}]
+
+
 def test_export_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
     (tmp_path / "run" / "save").mkdir(parents=True)

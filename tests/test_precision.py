@@ -223,6 +223,25 @@ def test_interface_precision_from_run_opts_and_hparams(packaged_dir, monkeypatch
         UpCycleEnhancement.from_hparams(source=packaged_dir, run_opts={"precision": "fp16"})
 
 
+@pytest.mark.slow
+def test_compiled_interface_matches_eager_and_compiles_afresh_after_a_precision_change():
+    """SpeechBrain's `compile` run option: frozen inductor graphs give the eager numbers; after
+    set_precision the model is not served by the graph compiled for the old precision."""
+    from upcycle_se.inference import packaged_model_dir
+
+    folder = packaged_model_dir("small")  # the quickest to compile
+    x = speech_like(0.5)
+    eager = {p: UpCycleEnhancement.from_hparams(source=folder, run_opts={"precision": p}).enhance_batch(x)
+             for p in ("fp32", "bf16")}
+    enh = UpCycleEnhancement.from_hparams(source=folder, run_opts={"precision": "bf16", "compile": True})
+    assert enh.compiled and enh.precision == "bf16"
+    assert snr_db(eager["bf16"], enh.enhance_batch(x)) >= MIN_BF16_SNR_DB
+    assert enh.set_precision("fp32") == "fp32" and enh.compiled
+    # a stale bf16 graph would sit at bf16's distance from fp32 (~58 dB here), not at float rounding
+    assert snr_db(eager["fp32"], enh.enhance_batch(x)) >= 100.0
+    assert not UpCycleEnhancement.from_hparams(source=folder, run_opts={"precision": "fp32"}).compiled
+
+
 # ------------------------------------------------------------------ training under bf16 autocast
 def _grouped_dilated_convs(gen: UpCycleGenerator):
     from upcycle_se.nnet.complex import ComplexConv2d

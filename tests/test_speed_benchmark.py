@@ -164,3 +164,31 @@ def test_precision_only_rewrites_its_subsection_inside_the_speed_section(tmp_pat
     speed_section = text.split("<!-- speed:begin -->", 1)[1].split("<!-- speed:end -->", 1)[0]
     assert "old grid" in speed_section and "second" in speed_section and "first" not in text
     assert text.count(speed.PRECISION_BEGIN) == 1 and "\nq\n" in text
+
+
+def test_compile_subsection_gives_each_variants_ratio_to_fp32_and_sits_beside_the_precision_one(tmp_path):
+    speed = load_speed()
+    res = {"machine": {"cpu": "Test CPU", "bf16_hardware": True}, "total_s": 300.0,
+           "compile_precision": {"started": "2026-01-01 00:00", "load_start": 0.5, "threads": 2,
+                                 "models": [{"model": "paper", "threads": 2, "seconds": 4.0, "compile_s": 50.0,
+                                             "snr_db": 61.3, "load1": 1.0,
+                                             "median_s": {"fp32": 0.8, "bf16": 0.32, "bf16_compiled": 0.2}}],
+                                 "enhance": {"seconds": 10.0, "threads": 2, "load1": 1.1,
+                                             "resolved": {"fp32": "fp32", "auto": "bf16", "auto_compiled": "bf16"},
+                                             "first_s": {"fp32": 0.9, "auto": 0.5, "auto_compiled": 60.0},
+                                             "median_s": {"fp32": 0.9, "auto": 0.45, "auto_compiled": 0.3}}}}
+    lines = speed._compile_precision_lines(res, "python benchmarks/speed.py --compile-precision-only")
+    text = "\n".join(lines)
+    # 0.8 / 0.32 = 2.5x, 0.8 / 0.2 = 4x; through the interface 0.9 / 0.45 = 2x, 0.9 / 0.3 = 3x
+    assert "| Up-Cycle `paper` | 4 s | 0.8 | 0.32 | 0.2 | 2.50x | **4.00x** | 50 | 61.3 dB | 1.0 |" in text
+    assert "(`--compile`) | bf16 | 60 | 0.3 | 3.00x |" in text
+    assert '`{"precision": "auto"}` | bf16 | 0.5 | 0.45 | 2.00x |' in text
+    path = tmp_path / "RESULTS.md"
+    path.write_text(f"<!-- speed:begin -->\n## Speed\ngrid\n{speed.PRECISION_BEGIN}\np\n{speed.PRECISION_END}\n"
+                    "<!-- speed:end -->\n")
+    for _ in range(2):
+        speed.write_compile_results(path, "\n".join(lines) + "\n")
+    text = path.read_text()
+    speed_section = text.split("<!-- speed:begin -->", 1)[1].split("<!-- speed:end -->", 1)[0]
+    assert text.count(speed.COMPILE_BEGIN) == 1 and speed.COMPILE_BEGIN in speed_section
+    assert "\np\n" in speed_section and "grid" in speed_section

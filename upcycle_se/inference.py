@@ -31,6 +31,7 @@ Command line::
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -287,6 +288,12 @@ class UpCycleEnhancement(Pretrained):
     STFT/iSTFT, mask and waveform in fp32. :attr:`precision` is what was resolved (``fp32`` or ``bf16``);
     :meth:`set_precision` changes it.
 
+    Compilation (opt-in): SpeechBrain's ``compile`` run option (``run_opts={"compile": True}``) wraps the
+    model in ``torch.compile``; here it runs with inductor's ``freezing`` (weights folded in as constants,
+    oneDNN weight prepacking), which is what lets bf16 pay off on CPU (``benchmarks/speed.py``). The first
+    pass of each new input shape compiles (a minute or more on a 2-core CPU); SpeechBrain's default static
+    shapes hold up to torch's recompile limit, beyond which new shapes run eagerly.
+
     Example
     -------
     >>> enhancer = UpCycleEnhancement.from_hparams(source="models/upcycle-small")  # doctest: +SKIP
@@ -315,6 +322,11 @@ class UpCycleEnhancement(Pretrained):
         self.precision = "fp32"
         self.set_precision(requested)
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the model runs through ``torch.compile`` (the ``compile`` run option)."""
+        return hasattr(self.mods[self._model_name], "_orig_mod")
+
     def set_precision(self, precision: str = "auto") -> str:
         """Runs the generator in ``precision`` (``auto``, ``fp32`` or ``bf16``); returns the resolved name.
 
@@ -338,11 +350,16 @@ class UpCycleEnhancement(Pretrained):
         model = self.mods[self._model_name]
         if dtype == torch.bfloat16 and self._fp32_state is None:
             self._fp32_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        changed = self.precision != ("bf16" if dtype == torch.bfloat16 else "fp32")
         for gen in generators:
             gen.set_unet_dtype(dtype)
         if dtype == torch.float32 and self._fp32_state is not None:
             model.load_state_dict(self._fp32_state)  # exact float32 weights back, not bf16-rounded ones
             self._fp32_state = None
+        if changed and self.compiled:
+            # Frozen graphs hold the old weights as constants and their guards do not see the new dtype:
+            # drop torch.compile's caches (process-wide) so that the next pass compiles afresh.
+            torch._dynamo.reset()
         self.precision = "bf16" if dtype == torch.bfloat16 else "fp32"
         return self.precision
 
@@ -582,7 +599,12 @@ class UpCycleEnhancement(Pretrained):
 
     def _generate(self, wav: torch.Tensor) -> torch.Tensor:
         """Runs the generator on ``[n, T]`` at the model rate -> ``[n, T]`` float32."""
-        with torch.no_grad(), self.inference_ctx:
+        freezing = contextlib.nullcontext()
+        if self.compiled:
+            import torch._inductor.config as inductor_config
+
+            freezing = inductor_config.patch(freezing=True)
+        with torch.no_grad(), self.inference_ctx, freezing:
             out = self.mods[self._model_name](wav)
         if isinstance(out, (tuple, list)):  # EnhanceModel's (wav, spec), as WaveformEnhancement wants it
             out = out[0]

@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="arithmetic of the model: auto = bf16 where the CPU/GPU has bf16 hardware (AMX, "
                              "AVX512-BF16, CUDA bf16), fp32 elsewhere; bf16 forces it (slow without that "
                              "hardware); fp32 (default: auto)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the model through torch.compile (inductor, weights frozen): faster passes, "
+                             "mostly in bf16, after a compile of a minute or more for each new input shape; "
+                             "pays off on long files and on many files of one length (default: off)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="chunks (times channels) per forward pass (default: the model's, 4)")
     parser.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     done = 0
     if todo:
         # only when there is work: a rerun costs nothing
-        enhancer = load_enhancer(args.model, args.device, args.precision)
+        enhancer = load_enhancer(args.model, args.device, args.precision, compile=args.compile)
         check_chunking(enhancer.chunk_seconds if args.chunk_seconds is None else args.chunk_seconds,
                        enhancer.overlap_seconds if args.overlap_seconds is None else args.overlap_seconds)
         with tqdm(todo, desc="enhancing", unit="file", disable=None, file=sys.stderr) as bar:
@@ -150,9 +154,10 @@ def collect_jobs(inputs: Iterable[str], out_dir: Path) -> Tuple[List[Tuple[Path,
     return jobs, problems
 
 
-def load_enhancer(model: str = None, device: str = "cpu", precision: str = "auto"):
+def load_enhancer(model: str = None, device: str = "cpu", precision: str = "auto", compile: bool = False):
     """Loads ``model`` (a packaged model's name or a model folder; None: the default packaged model) on
-    ``device`` in ``precision`` (auto, fp32, bf16); one-line UserError if impossible."""
+    ``device`` in ``precision`` (auto, fp32, bf16), through ``torch.compile`` with ``compile`` (SpeechBrain's
+    run option); one-line UserError if impossible."""
     import torch
 
     from upcycle_se.inference import PACKAGED_MODELS, UpCycleEnhancement, packaged_model_dir
@@ -169,7 +174,10 @@ def load_enhancer(model: str = None, device: str = "cpu", precision: str = "auto
                 "recipe with `upcycle-se export --checkpoint <recipe output folder> --out FOLDER`")
     else:
         folder = Path(model).expanduser()
-    return UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": device, "precision": precision})
+    run_opts = {"device": device, "precision": precision}
+    if compile:
+        run_opts["compile"] = True
+    return UpCycleEnhancement.from_hparams(source=folder, run_opts=run_opts)
 
 
 def spectrogram_path(output: Path) -> Path:
