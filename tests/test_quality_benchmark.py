@@ -116,6 +116,23 @@ def test_unpaired_long_budget_trains_the_packaged_unpaired_model_on_with_its_own
     assert not any(c.startswith("--unpaired=paired") for c in control + compressed)
 
 
+def test_unpaired_ema_budget_is_the_unpaired_long_control_plus_the_weight_average_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)
+    monkeypatch.setattr("upcycle_se.models.runtime.cpu_has_bf16", lambda: True)
+    cmd = {n: quality.train_command(b, quality.SYSTEMS[n], tmp_path, tmp_path / "prep")
+           for b in (quality.BUDGETS["unpaired_long"], quality.BUDGETS["unpaired_ema"]) for n in b.systems}
+    control = cmd["unpaired_remixsnr_lean_base_ft"]
+    ema, teacher = cmd["unpaired_remixsnr_lean_base_ema"], cmd["unpaired_remixsnr_lean_base_emat"]
+
+    def differ(a, b):
+        return {c for c in set(a) - set(b) if not c.startswith(("--output_folder", "--prep_folder"))}
+
+    # fewer epochs than unpaired_long; otherwise only the opt-in average, then the teacher
+    assert differ(ema, control) == {"--ema_decay=0.998", "--n_epochs=2", "--n_epochs_decay=1"}
+    assert differ(teacher, ema) == {"--remix_teacher=ema"}
+    assert f"--init_from={quality.UNPAIRED_FROM}" in ema and "--unpaired=shuffle" in ema
+
+
 def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_where_the_cpu_has_it(tmp_path,
                                                                                               monkeypatch):
     monkeypatch.setattr(quality, "_epoch_scale", lambda *a: 1)

@@ -19,6 +19,12 @@ checkpoint with the best ``snr_gain`` is kept and the held-out cycle loss is log
 when known) and their spectrograms go to TensorBoard each epoch. The test
 stage writes a per-file metrics CSV, a noisy-vs-enhanced summary table and a few enhanced wavs.
 
+Opt-in, beyond the paper: ``ema_decay > 0`` keeps an exponential moving average of the noisy->clean
+generator's weights (``torch.optim.swa_utils.AveragedModel``, updated after every generator step,
+checkpointed as ``gen_n2c_ema``). Validation, test and ``upcycle-se export`` then use the average, which
+smooths the step-to-step swings of adversarial training. With ``remix_teacher: ema`` the remixed
+pseudo-pairs take their noise estimates from the average too (a mean teacher, as RemixIT does).
+
 A step whose loss or gradient norm is not finite is skipped (no parameter is touched), counted and
 logged; after ``nonfinite_patience`` such steps in a row training stops with :class:`TrainingDivergedError`,
 before any checkpoint of a poisoned model can be written. Under DDP the decision to skip is collective (every
@@ -47,7 +53,7 @@ from speechbrain.utils.metric_stats import MetricStats
 
 from upcycle_se.audio import write_audio_atomic
 from upcycle_se.checkpoints import make_atomic, set_aside_incomplete_checkpoints
-from upcycle_se.errors import UserError
+from upcycle_se.errors import ConfigError, UserError
 from upcycle_se.losses import AdversarialLoss, LossConfig, remix_pseudo_noisy, spectral_l1, waveform_l1
 from upcycle_se.lr_policy import EpochLRPolicy
 from upcycle_se.validation import ExampleCollector, log_examples, snr_gain
@@ -88,7 +94,48 @@ class UpCycleBrain(sb.Brain):
         self.nonfinite_total = 0
         if if_main_process():
             self._write_model_config()
+        self._add_ema()
         super().on_fit_start()
+
+    EMA_NAME = "gen_n2c_ema"
+
+    def _add_ema(self):
+        """Adds the averaged generator (``ema_decay > 0``) to the modules and the checkpointer, before
+        SpeechBrain recovers a checkpoint; it starts from the generator's current (e.g. ``--init_from``)
+        weights. Its parameters take no gradient, so no optimizer or DDP wrapper sees them."""
+        decay = float(getattr(self.hparams, "ema_decay", 0.0) or 0.0)
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"ema_decay={decay!r} must be in [0, 1) (0: off, the paper; e.g. 0.999)")
+        if getattr(self, "loss_cfg", None) is not None and self.loss_cfg.remix_teacher == "ema" and decay == 0:
+            raise ConfigError("remix_teacher=ema needs ema_decay > 0 (the averaged generator is the teacher)")
+        self._check_resumable_with_ema(decay > 0)
+        if decay == 0 or self.EMA_NAME in self.modules:
+            return
+        ema = torch.optim.swa_utils.AveragedModel(
+            _unwrap(self.modules["gen_n2c"]), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay),
+            use_buffers=True)
+        ema.requires_grad_(False)
+        self.modules[self.EMA_NAME] = ema
+        if self.checkpointer is not None and self.EMA_NAME not in self.checkpointer.recoverables:
+            self.checkpointer.add_recoverable(self.EMA_NAME, ema)
+
+    def _check_resumable_with_ema(self, on: bool):
+        """The newest checkpoint (the one a rerun resumes from) must have been written with the average
+        kept or not kept alike: SpeechBrain would stop on a missing file, or silently drop the average."""
+        ckpt = self.checkpointer.find_checkpoint() if self.checkpointer is not None else None
+        if ckpt is None or (self.EMA_NAME in ckpt.paramfiles) == on:
+            return
+        if on:
+            raise ConfigError(f"{ckpt.path}: this run was trained without ema_decay; resume it with ema_decay=0, "
+                              "or start the average in a new output_folder")
+        raise ConfigError(f"{ckpt.path}: this run was trained with ema_decay > 0; resume it with the same "
+                          "ema_decay, or use a new output_folder")
+
+    def _enhancer(self, stage) -> torch.nn.Module:
+        """The noisy->clean generator used at ``stage``: the averaged one outside training, when kept."""
+        if stage != sb.Stage.TRAIN and self.EMA_NAME in self.modules:
+            return self.modules[self.EMA_NAME].module
+        return self.modules["gen_n2c"]
 
     def _write_model_config(self):
         gen = _unwrap(self.modules["gen_n2c"])
@@ -136,7 +183,7 @@ class UpCycleBrain(sb.Brain):
         """Enhances the noisy batch: returns ``(enhanced [batch, time], enhanced_spec [batch, 2, F, N])``."""
         batch = batch.to(self.device)
         noisy, _ = batch.noisy_sig
-        return self.modules["gen_n2c"](noisy, return_spec=True)
+        return self._enhancer(stage)(noisy, return_spec=True)
 
     def compute_objectives(self, predictions, batch, stage):
         """Validation/test objective: L1 between enhanced and reference clean speech (monitoring only).
@@ -246,7 +293,8 @@ class UpCycleBrain(sb.Brain):
                 )
                 total = total + identity_weight * terms["identity"]
         if cfg.remix_weight > 0:  # opt-in: the enhancer's noise estimates remixed onto clean speech
-            pseudo_noisy = remix_pseudo_noisy(noisy, fake_clean, clean, noisy_lens, clean_lens,
+            teacher_clean = fake_clean if cfg.remix_teacher == "student" else self._teacher_output(noisy)
+            pseudo_noisy = remix_pseudo_noisy(noisy, teacher_clean, clean, noisy_lens, clean_lens,
                                               snr_db=cfg.remix_snr_draw(clean.shape[0]))
             remixed, remixed_spec = m["gen_n2c"](pseudo_noisy, return_spec=True)
             terms["remix"] = self._supervised_l1(remixed, remixed_spec, clean, clean_lens)
@@ -258,6 +306,18 @@ class UpCycleBrain(sb.Brain):
             total = total + cfg.supervised_weight * terms["supervised"]
         terms = {k: v.detach() for k, v in terms.items()}
         return total, terms, fake_clean, fake_noisy
+
+    @torch.no_grad()
+    def _teacher_output(self, noisy: torch.Tensor) -> torch.Tensor:
+        """The averaged generator's enhancement of ``noisy [batch, time]``, in eval mode (its BatchNorm
+        statistics are the averaged ones and are not updated)."""
+        teacher = self.modules[self.EMA_NAME].module
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            return teacher(noisy)
+        finally:
+            teacher.train(was_training)
 
     def _supervised_l1(self, estimate, estimate_spec, clean, clean_lens) -> torch.Tensor:
         """Waveform L1 plus ``spectral_weight`` x spectral L1 (``spectral_compress`` applied) against clean
@@ -280,6 +340,8 @@ class UpCycleBrain(sb.Brain):
         self.scaler.step(optimizer)
         if optimizer is self.g_optimizer:  # one count per training step, as in SpeechBrain's fit_batch
             self.optimizer_step += 1
+            if self.EMA_NAME in self.modules:
+                self.modules[self.EMA_NAME].update_parameters(_unwrap(self.modules["gen_n2c"]))
 
     def _finite_everywhere(self, value: torch.Tensor) -> bool:
         """True if ``value`` is finite on this process and, under DDP, on every other one.
@@ -424,6 +486,7 @@ class UpCycleBrain(sb.Brain):
         """Loads the best checkpoint (by ``max_key``) before the test stage; needs the loss config too."""
         if not hasattr(self, "loss_cfg"):
             self.loss_cfg = LossConfig.from_hparams(dict(self.hparams.loss))
+        self._add_ema()
         if self.checkpointer is not None:
             sb.utils.distributed.run_on_main(set_aside_incomplete_checkpoints, args=[self.checkpointer])
         super().on_evaluate_start(max_key=max_key, min_key=min_key)

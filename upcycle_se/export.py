@@ -25,7 +25,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ from upcycle_se.models import UpCycleGenerator, export_onnx
 
 #: The recipe's checkpoint file of the noisy->clean generator, and the JSON that rebuilds it.
 RECIPE_GENERATOR = "gen_n2c"
+#: Its weight average (recipe option ``ema_decay > 0``); exported instead of the raw weights when present,
+#: since validation chose the checkpoint by the average's scores.
+RECIPE_GENERATOR_EMA = "gen_n2c_ema"
 RECIPE_MODEL_CONFIG = "model_config.json"
 
 #: The optional ONNX copy of the generator in a model folder (``upcycle-se export --onnx``).
@@ -174,6 +177,16 @@ class ExportInfo(NamedTuple):
     onnx_max_diff: Optional[float] = None
 
 
+def generator_state(paramfiles: Dict[str, Path]) -> Dict[str, torch.Tensor]:
+    """The noisy->clean generator's state_dict from a checkpoint's parameter files: the weight average
+    (``gen_n2c_ema``, without ``AveragedModel``'s step counter) when the run kept one, else ``gen_n2c``."""
+    name = RECIPE_GENERATOR_EMA if RECIPE_GENERATOR_EMA in paramfiles else RECIPE_GENERATOR
+    state = torch.load(str(paramfiles[name]), map_location="cpu", weights_only=True)
+    if name == RECIPE_GENERATOR_EMA:
+        state = {k: v for k, v in state.items() if k != "n_averaged"}
+    return unwrap_state_dict(state)
+
+
 def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = None, overwrite: bool = False,
                  onnx: bool = False) -> ExportInfo:
     """Turns the best recipe checkpoint into a model folder for :class:`UpCycleEnhancement`.
@@ -216,8 +229,7 @@ def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
         (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
-        state = unwrap_state_dict(torch.load(str(ckpt.paramfiles[RECIPE_GENERATOR]), map_location="cpu",
-                                              weights_only=True))
+        state = generator_state(ckpt.paramfiles)
         torch.save(state, tmp / GENERATOR_FILE)
         _check_model_folder(tmp, sample_rate)
         onnx_diff = None

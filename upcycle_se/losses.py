@@ -178,6 +178,10 @@ def remix_pseudo_noisy(noisy: torch.Tensor, enhanced: torch.Tensor, clean: torch
         return clean + noise
 
 
+#: Which generator gives the remix term its noise estimates (``LossConfig.remix_teacher``).
+REMIX_TEACHERS = ("student", "ema")
+
+
 @dataclass
 class LossConfig:
     """Which loss terms are on and their weights (the ``loss`` section of the hparams).
@@ -210,6 +214,8 @@ class LossConfig:
     ``remix_snr``: ``estimated`` (default) mixes at each noisy crop's estimated SNR; ``[low, high]`` (dB)
     draws each item's SNR uniformly from that range, so the pseudo-pairs have realistic levels even while
     the enhancer, still near the identity, removes (and so estimates) only a little of the noise.
+    ``remix_teacher``: ``student`` (default) takes the noise estimates from the generator being trained;
+    ``ema`` from its weight average (needs the Brain's ``ema_decay > 0``), a slower-moving teacher.
     """
 
     loss_type: str = "gan"
@@ -224,6 +230,7 @@ class LossConfig:
     noisy_cycle_scale: float = 1.0
     remix_weight: float = 0.0
     remix_snr: Union[str, Sequence[float]] = "estimated"
+    remix_teacher: str = "student"
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -243,6 +250,8 @@ class LossConfig:
         if snr != "estimated" and not (isinstance(snr, (list, tuple)) and len(snr) == 2
                                        and all(isinstance(v, (int, float)) for v in snr) and snr[0] <= snr[1]):
             raise ConfigError(f"remix_snr={snr!r} must be 'estimated' or [low, high] in dB with low <= high")
+        if self.remix_teacher not in REMIX_TEACHERS:
+            raise ConfigError(f"remix_teacher={self.remix_teacher!r} must be one of {', '.join(REMIX_TEACHERS)}")
         steps = self.identity_decay_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"identity_decay_steps={steps!r} must be an integer >= 0 (0: constant, the paper)")

@@ -195,3 +195,27 @@ def test_ddp_two_processes_with_nan_on_one_process_only(tiny_corpus, tmp_path, s
         # rank 0 saw finite losses and skipped all the same, told by the all-reduce
         assert "non-finite loss on another process: step skipped (1 in a row, 1 this run)" in log
         assert len(list((out / "save").glob("CKPT+*/gen_n2c.ckpt"))) == 1
+
+
+@pytest.mark.slow
+def test_weight_average_is_checkpointed_and_exported(tiny_corpus, tmp_path):
+    """``--ema_decay`` (opt-in): every checkpoint holds the averaged generator, and ``upcycle-se export``
+    ships the average (which validation chose the checkpoint by), not the raw weights."""
+    import torch
+
+    from upcycle_se.export import export_model
+
+    out = tmp_path / "ema"
+    run = _train(tiny_corpus, out, "--unpaired=paired", "--loss_type=l1", "--ema_decay=0.9", epochs=(1, 0))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (ckpt,) = (out / "save").glob("CKPT+*")
+    raw = torch.load(ckpt / "gen_n2c.ckpt", map_location="cpu")
+    ema = torch.load(ckpt / "gen_n2c_ema.ckpt", map_location="cpu")
+    assert int(ema["n_averaged"]) > 1
+    info = export_model(out, tmp_path / "model")
+    exported = torch.load(info.folder / "generator.ckpt", map_location="cpu")
+    assert set(exported) == set(raw)
+    for key, value in exported.items():
+        torch.testing.assert_close(value, ema[f"module.{key}"])
+    moved = [k for k in raw if raw[k].is_floating_point() and float((raw[k] - exported[k]).abs().max()) > 1e-6]
+    assert moved, "the exported weights are the raw generator's"

@@ -1,0 +1,138 @@
+"""The opt-in weight average of the noisy->clean generator (``ema_decay``) and the remix teacher it can be,
+inside the real training step of :class:`UpCycleBrain`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import speechbrain as sb
+import torch
+from speechbrain.dataio.batch import PaddedBatch
+
+from upcycle_se.brain import UpCycleBrain
+from upcycle_se.errors import ConfigError
+from upcycle_se.recipe import load_hparams
+
+HPARAMS = Path(__file__).resolve().parents[1] / "recipes" / "VoiceBankDEMAND" / "hparams" / "upcycle_small.yaml"
+
+
+def _batch(seed: int) -> PaddedBatch:
+    gen = torch.Generator().manual_seed(seed)
+    noisy, clean = 0.1 * torch.randn(2, 2000, generator=gen), 0.1 * torch.randn(2, 2000, generator=gen)
+    return PaddedBatch([{"id": f"u{i}", "noisy_sig": noisy[i], "clean_sig": clean[i]} for i in range(2)])
+
+
+def _brain(tmp_path, **overrides) -> UpCycleBrain:
+    hp = load_hparams(str(HPARAMS), {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out"),
+                                     "n_jobs": 1, **overrides})
+    brain = UpCycleBrain(modules=hp["modules"], hparams=hp, run_opts={"device": "cpu"},
+                         checkpointer=hp["checkpointer"])
+    brain.on_fit_start()
+    return brain
+
+
+def _weights(module: torch.nn.Module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+
+def test_off_by_default_as_in_the_paper(tmp_path):
+    brain = _brain(tmp_path)
+    assert "gen_n2c_ema" not in brain.modules
+    assert brain._enhancer(sb.Stage.VALID) is brain.modules["gen_n2c"]
+
+
+def test_average_follows_every_generator_step_and_serves_validation(tmp_path):
+    """decay 0.75: the first update copies the weights (AveragedModel), each later one moves a quarter of the
+    way; validation and test enhance with the average, training with the raw generator; the average is a
+    checkpointed module that no optimizer sees."""
+    brain = _brain(tmp_path, ema_decay=0.75)
+    gen, ema = brain.modules["gen_n2c"], brain.modules["gen_n2c_ema"]
+    assert "gen_n2c_ema" in brain.checkpointer.recoverables
+    assert not any(p.requires_grad for p in ema.parameters())
+    optimized = {id(p) for g in brain.g_optimizer.param_groups for p in g["params"]}
+    assert not optimized & {id(p) for p in ema.parameters()}
+
+    brain.modules.train()
+    brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
+    seen = []
+    for seed in range(3):
+        brain.fit_batch(_batch(seed))
+        seen.append(_weights(gen))
+    expected = seen[0]
+    for w in seen[1:]:
+        expected = {k: 0.75 * expected[k] + 0.25 * w[k] for k in expected}
+    averaged = {k[len("module."):]: v for k, v in _weights(ema).items() if k.startswith("module.")}
+    assert set(averaged) == set(expected)
+    key = next(k for k in expected if "weight_real" in k and expected[k].numel() > 100)
+    assert float((seen[2][key] - seen[0][key]).abs().max()) > 1e-4  # the generator did move
+    for k in expected:
+        torch.testing.assert_close(averaged[k], expected[k], rtol=1e-5, atol=1e-7)
+    assert int(ema.n_averaged) == 3
+
+    brain.modules.eval()
+    batch = _batch(9)
+    noisy, _ = batch.noisy_sig
+    with torch.no_grad():
+        out_valid, _ = brain.compute_forward(batch, sb.Stage.VALID)
+        out_train, _ = brain.compute_forward(batch, sb.Stage.TRAIN)
+        torch.testing.assert_close(out_valid, ema.module(noisy))
+        torch.testing.assert_close(out_train, gen(noisy))
+    assert float((out_valid - out_train).abs().max()) > 1e-6
+
+
+@pytest.mark.parametrize("teacher", ["student", "ema"])
+def test_remix_teacher_chooses_whose_noise_estimates_are_remixed(tmp_path, teacher):
+    """``remix_teacher: ema`` runs the average once per step, in eval mode, without touching its BatchNorm
+    statistics; ``student`` (the default) never runs it in training."""
+    brain = _brain(tmp_path, ema_decay=0.9, remix_weight=20.0, remix_teacher=teacher)
+    ema = brain.modules["gen_n2c_ema"]
+    calls = []
+    ema.module.register_forward_hook(lambda mod, *_: calls.append(mod.training))
+    brain.modules.train()
+    brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
+    buffers = {k: v.clone() for k, v in ema.module.state_dict().items() if "running" in k}
+    brain.fit_batch(_batch(0))
+    assert calls == ([False] if teacher == "ema" else [])
+    assert ema.module.training  # put back in the mode it had
+    assert "remix" in brain.epoch_terms
+    if teacher == "ema":  # the update after the step copied the generator's statistics, not the teacher's own
+        gen_buffers = {k: v for k, v in brain.modules["gen_n2c"].state_dict().items() if "running" in k}
+        for k, v in ema.module.state_dict().items():
+            if "running" in k:
+                torch.testing.assert_close(v, gen_buffers[k])
+        assert buffers
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"ema_decay": 1.0}, "ema_decay=1.0 must be in [0, 1) (0: off, the paper; e.g. 0.999)"),
+    ({"remix_weight": 20.0, "remix_teacher": "ema"},
+     "remix_teacher=ema needs ema_decay > 0 (the averaged generator is the teacher)"),
+    ({"remix_teacher": "mean"}, "remix_teacher='mean' must be one of student, ema"),
+])
+def test_bad_settings_are_one_clear_line(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        _brain(tmp_path, **overrides)
+    assert str(err.value) == message
+
+
+def test_a_run_resumes_only_with_the_average_kept_as_before(tmp_path):
+    """Turning the average on or off between an interrupted run and its rerun is refused in one line,
+    instead of SpeechBrain's missing-file error or a silently dropped average."""
+    brain = _brain(tmp_path / "a", ema_decay=0.9)
+    brain.modules.train()
+    brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
+    for seed in range(2):
+        brain.fit_batch(_batch(seed))
+    saved = _weights(brain.modules["gen_n2c_ema"])
+    brain.checkpointer.save_checkpoint()
+    resumed = _weights(_brain(tmp_path / "a", ema_decay=0.9).modules["gen_n2c_ema"])  # same setting resumes
+    fresh = _weights(_brain(tmp_path / "c", ema_decay=0.9).modules["gen_n2c_ema"])
+    assert max(float((saved[k] - fresh[k]).abs().max()) for k in saved) > 1e-4
+    for k in saved:
+        torch.testing.assert_close(resumed[k], saved[k])
+    with pytest.raises(ConfigError, match=r"trained with ema_decay > 0; resume it with the same ema_decay"):
+        _brain(tmp_path / "a")
+    plain = _brain(tmp_path / "b")
+    plain.checkpointer.save_checkpoint()
+    with pytest.raises(ConfigError, match=r"trained without ema_decay; resume it with ema_decay=0"):
+        _brain(tmp_path / "b", ema_decay=0.9)
