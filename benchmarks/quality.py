@@ -197,6 +197,18 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
            "trained on at lr 5e-4, weight average (EMA 0.998) evaluated and the remix teacher", "shuffle", "gan",
            extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
                   "ema_decay": "0.998", "remix_teacher": "ema"}),
+    # The `unpaired_disc` budget's two systems: the `unpaired_ema` setting with the paper's discriminators (MelGAN
+    # sizes, 3 waveform scales, 16.9 M parameters each) instead of the small single-scale ones (0.12 M) the CPU
+    # budgets used so far; the second also halves the remix weight, so that the adversarial and cycle terms
+    # weigh relatively twice as much. Only the noisy->clean generator is loaded: the discriminators start afresh.
+    System("unpaired_remixsnr_lean_base_ema_pd", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
+           "trained on at lr 5e-4, EMA 0.998, the paper's discriminators", "shuffle", "gan",
+           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
+                  "ema_decay": "0.998", "discriminator_preset": "paper", "n_scales": "3"}),
+    System("unpaired_remix10_lean_base_ema_pd", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
+           "trained on at lr 5e-4, EMA 0.998, the paper's discriminators, remix weight 10", "shuffle", "gan",
+           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
+                  "ema_decay": "0.998", "discriminator_preset": "paper", "n_scales": "3", "remix_weight": "10"}),
     # The `finetune` budget's two systems: the session budget's supervised model trained on at a lower lr, with
     # the paper's linear spectral loss (the control) and with power-law compressed spectra (opt-in, 0.3).
     System("paired_l1_base_ft", "Up-Cycle-SENet generator (base), paired, supervised L1, fine-tuned from "
@@ -281,6 +293,13 @@ BUDGETS: Dict[str, Budget] = {
                            n_epochs=2, n_epochs_decay=1, batch_size=4, crop_samples=16000, lr=5e-4,
                            valid_utts_per_speaker=16, equal_steps=False, parallel=2, threads=1, bf16=True,
                            extra={"ckpt_interval_minutes": "10"}),
+    # The `unpaired_ema` setting with the paper's discriminators instead of the small single-scale ones; with the
+    # remix weight 20 and 10. Same steps, lr, validation and test as `unpaired_ema`.
+    "unpaired_disc": Budget("unpaired_disc", "broad_benchmark", "hparams/upcycle_small.yaml",
+                            ["unpaired_remixsnr_lean_base_ema_pd", "unpaired_remix10_lean_base_ema_pd"],
+                            n_epochs=2, n_epochs_decay=1, batch_size=4, crop_samples=16000, lr=5e-4,
+                            valid_utts_per_speaker=16, equal_steps=False, parallel=2, threads=1, bf16=True,
+                            extra={"ckpt_interval_minutes": "10"}),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,
@@ -784,7 +803,8 @@ def write_results(path: Path, section: str, budget_name: str = "cpu") -> None:
 def run(budget_name: str, work: Path, results: Path, systems: Optional[Sequence[str]] = None,
         baselines: Optional[Sequence[str]] = None, n_jobs: int = 2, command: str = "", analysis: str = "",
         parallel: Optional[int] = None) -> Dict:
-    """Runs the whole benchmark for one budget; writes ``results`` and ``work/quality_state.json``.
+    """Runs the whole benchmark for one budget; writes ``results``, ``work/quality_state.json`` and
+    ``work/quality_state_<budget>.json``.
     ``parallel`` overrides how many trainings run side by side (the results do not depend on it)."""
     budget = BUDGETS[budget_name]
     if parallel is not None:
@@ -844,7 +864,8 @@ def run(budget_name: str, work: Path, results: Path, systems: Optional[Sequence[
              "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "n_test": len(test_ids), "command": command,
              "total_minutes": (time.perf_counter() - t_start) / 60,
              "rows": {k: {kk: vv for kk, vv in v.items()} for k, v in rows.items()}}
-    (work / "quality_state.json").write_text(json.dumps(state, indent=1, default=str))
+    for name in ("quality_state.json", f"quality_state_{budget.name}.json"):  # the last run, and per budget
+        (work / name).write_text(json.dumps(state, indent=1, default=str))
     write_results(results, render(state, budget, command, analysis), budget.name)
     log(f"wrote {results} (total {state['total_minutes']:.1f} min)")
     logfile.close()
@@ -869,12 +890,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--analysis", type=Path, default=None,
                         help="markdown file with a written analysis to include under the table")
     parser.add_argument("--render-only", action="store_true",
-                        help="rewrite the results section from WORK/quality_state.json without running anything")
+                        help="rewrite the results section from WORK/quality_state_<budget>.json (else WORK/quality_state.json, "
+                             "the last run's) without running anything")
     args = parser.parse_args(argv)
     work = (args.work or REPO / "benchmarks" / "work" / f"quality_{args.budget}").absolute()
     analysis = args.analysis.read_text() if args.analysis else ""
     if args.render_only:
-        state = json.loads((work / "quality_state.json").read_text())
+        # Budgets sharing a work folder each keep their own state; quality_state.json is the last run's.
+        per_budget = work / f"quality_state_{args.budget}.json"
+        state = json.loads((per_budget if per_budget.is_file() else work / "quality_state.json").read_text())
         write_results(args.results, render(state, BUDGETS[state["budget"]["name"]],
                                           state.get("command", f"python benchmarks/quality.py --budget {args.budget}"),
                                           analysis), state["budget"]["name"])

@@ -181,3 +181,13 @@ def test_tiny_budget_end_to_end(tmp_path):
     assert set(again["rows"]) == {"noisy", "mmse_lsa", "paired"}
     assert again["rows"]["noisy"]["rows"] == state["rows"]["noisy"]["rows"]
     assert again["rows"]["mmse_lsa"]["rows"] == state["rows"]["mmse_lsa"]["rows"]
+
+    # Budgets sharing a work folder keep their own state: a later run of another budget overwrites
+    # quality_state.json, and --render-only of this budget still reads its own.
+    (tmp_path / "work" / "quality_state.json").write_text("{}")
+    note = tmp_path / "analysis.md"
+    note.write_text("**Written analysis.** Rendered again from this budget's own state.\n")
+    assert quality.main(["--budget", "tiny", "--work", str(tmp_path / "work"), "--results", str(results),
+                         "--render-only", "--analysis", str(note)]) == 0
+    text = results.read_text()
+    assert "Rendered again from this budget's own state." in text and "| Up-Cycle-SENet, paired, L1+GAN |" in text
