@@ -2,33 +2,12 @@
 inside the real training step of :class:`UpCycleBrain`."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import speechbrain as sb
 import torch
-from speechbrain.dataio.batch import PaddedBatch
+from brain_step import small_brain, training_batch
 
-from upcycle_se.brain import UpCycleBrain
 from upcycle_se.errors import ConfigError
-from upcycle_se.recipe import load_hparams
-
-HPARAMS = Path(__file__).resolve().parents[1] / "recipes" / "VoiceBankDEMAND" / "hparams" / "upcycle_small.yaml"
-
-
-def _batch(seed: int) -> PaddedBatch:
-    gen = torch.Generator().manual_seed(seed)
-    noisy, clean = 0.1 * torch.randn(2, 2000, generator=gen), 0.1 * torch.randn(2, 2000, generator=gen)
-    return PaddedBatch([{"id": f"u{i}", "noisy_sig": noisy[i], "clean_sig": clean[i]} for i in range(2)])
-
-
-def _brain(tmp_path, **overrides) -> UpCycleBrain:
-    hp = load_hparams(str(HPARAMS), {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out"),
-                                     "n_jobs": 1, **overrides})
-    brain = UpCycleBrain(modules=hp["modules"], hparams=hp, run_opts={"device": "cpu"},
-                         checkpointer=hp["checkpointer"])
-    brain.on_fit_start()
-    return brain
 
 
 def _weights(module: torch.nn.Module):
@@ -36,7 +15,7 @@ def _weights(module: torch.nn.Module):
 
 
 def test_off_by_default_as_in_the_paper(tmp_path):
-    brain = _brain(tmp_path)
+    brain = small_brain(tmp_path)
     assert "gen_n2c_ema" not in brain.modules
     assert brain._enhancer(sb.Stage.VALID) is brain.modules["gen_n2c"]
 
@@ -45,7 +24,7 @@ def test_average_follows_every_generator_step_and_serves_validation(tmp_path):
     """decay 0.75: the first update copies the weights (AveragedModel), each later one moves a quarter of the
     way; validation and test enhance with the average, training with the raw generator; the average is a
     checkpointed module that no optimizer sees."""
-    brain = _brain(tmp_path, ema_decay=0.75)
+    brain = small_brain(tmp_path, ema_decay=0.75)
     gen, ema = brain.modules["gen_n2c"], brain.modules["gen_n2c_ema"]
     assert "gen_n2c_ema" in brain.checkpointer.recoverables
     assert not any(p.requires_grad for p in ema.parameters())
@@ -56,7 +35,7 @@ def test_average_follows_every_generator_step_and_serves_validation(tmp_path):
     brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
     seen = []
     for seed in range(3):
-        brain.fit_batch(_batch(seed))
+        brain.fit_batch(training_batch(seed))
         seen.append(_weights(gen))
     expected = seen[0]
     for w in seen[1:]:
@@ -70,7 +49,7 @@ def test_average_follows_every_generator_step_and_serves_validation(tmp_path):
     assert int(ema.n_averaged) == 3
 
     brain.modules.eval()
-    batch = _batch(9)
+    batch = training_batch(9)
     noisy, _ = batch.noisy_sig
     with torch.no_grad():
         out_valid, _ = brain.compute_forward(batch, sb.Stage.VALID)
@@ -84,14 +63,14 @@ def test_average_follows_every_generator_step_and_serves_validation(tmp_path):
 def test_remix_teacher_chooses_whose_noise_estimates_are_remixed(tmp_path, teacher):
     """``remix_teacher: ema`` runs the average once per step, in eval mode, without touching its BatchNorm
     statistics; ``student`` (the default) never runs it in training."""
-    brain = _brain(tmp_path, ema_decay=0.9, remix_weight=20.0, remix_teacher=teacher)
+    brain = small_brain(tmp_path, ema_decay=0.9, remix_weight=20.0, remix_teacher=teacher)
     ema = brain.modules["gen_n2c_ema"]
     calls = []
     ema.module.register_forward_hook(lambda mod, *_: calls.append(mod.training))
     brain.modules.train()
     brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
     buffers = {k: v.clone() for k, v in ema.module.state_dict().items() if "running" in k}
-    brain.fit_batch(_batch(0))
+    brain.fit_batch(training_batch(0))
     assert calls == ([False] if teacher == "ema" else [])
     assert ema.module.training  # put back in the mode it had
     assert "remix" in brain.epoch_terms
@@ -111,28 +90,28 @@ def test_remix_teacher_chooses_whose_noise_estimates_are_remixed(tmp_path, teach
 ])
 def test_bad_settings_are_one_clear_line(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:
-        _brain(tmp_path, **overrides)
+        small_brain(tmp_path, **overrides)
     assert str(err.value) == message
 
 
 def test_a_run_resumes_only_with_the_average_kept_as_before(tmp_path):
     """Turning the average on or off between an interrupted run and its rerun is refused in one line,
     instead of SpeechBrain's missing-file error or a silently dropped average."""
-    brain = _brain(tmp_path / "a", ema_decay=0.9)
+    brain = small_brain(tmp_path / "a", ema_decay=0.9)
     brain.modules.train()
     brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
     for seed in range(2):
-        brain.fit_batch(_batch(seed))
+        brain.fit_batch(training_batch(seed))
     saved = _weights(brain.modules["gen_n2c_ema"])
     brain.checkpointer.save_checkpoint()
-    resumed = _weights(_brain(tmp_path / "a", ema_decay=0.9).modules["gen_n2c_ema"])  # same setting resumes
-    fresh = _weights(_brain(tmp_path / "c", ema_decay=0.9).modules["gen_n2c_ema"])
+    resumed = _weights(small_brain(tmp_path / "a", ema_decay=0.9).modules["gen_n2c_ema"])  # same setting resumes
+    fresh = _weights(small_brain(tmp_path / "c", ema_decay=0.9).modules["gen_n2c_ema"])
     assert max(float((saved[k] - fresh[k]).abs().max()) for k in saved) > 1e-4
     for k in saved:
         torch.testing.assert_close(resumed[k], saved[k])
     with pytest.raises(ConfigError, match=r"trained with ema_decay > 0; resume it with the same ema_decay"):
-        _brain(tmp_path / "a")
-    plain = _brain(tmp_path / "b")
+        small_brain(tmp_path / "a")
+    plain = small_brain(tmp_path / "b")
     plain.checkpointer.save_checkpoint()
     with pytest.raises(ConfigError, match=r"trained without ema_decay; resume it with ema_decay=0"):
-        _brain(tmp_path / "b", ema_decay=0.9)
+        small_brain(tmp_path / "b", ema_decay=0.9)

@@ -1,40 +1,17 @@
 """The opt-in identity-weight decay and noisy-cycle scale inside the real training step of :class:`UpCycleBrain`."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import speechbrain as sb
 import torch
-from speechbrain.dataio.batch import PaddedBatch
-
-from upcycle_se.brain import UpCycleBrain
-from upcycle_se.recipe import load_hparams
-
-HPARAMS = Path(__file__).resolve().parents[1] / "recipes" / "VoiceBankDEMAND" / "hparams" / "upcycle_small.yaml"
-
-
-def _batch(seed: int) -> PaddedBatch:
-    gen = torch.Generator().manual_seed(seed)
-    noisy, clean = 0.1 * torch.randn(2, 2000, generator=gen), 0.1 * torch.randn(2, 2000, generator=gen)
-    return PaddedBatch([{"id": f"u{i}", "noisy_sig": noisy[i], "clean_sig": clean[i]} for i in range(2)])
-
-
-def _brain(tmp_path, **overrides) -> UpCycleBrain:
-    """The small recipe's Brain on CPU with ``overrides`` of its hparams, set up as fit() would."""
-    hp = load_hparams(str(HPARAMS), {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out"),
-                                     "n_jobs": 1, **overrides})
-    brain = UpCycleBrain(modules=hp["modules"], hparams=hp, run_opts={"device": "cpu"},
-                         checkpointer=hp["checkpointer"])
-    brain.on_fit_start()
-    return brain
+from brain_step import small_brain, training_batch
 
 
 @pytest.mark.parametrize("decay_steps", [0, 2])
 def test_identity_term_follows_the_schedule_one_count_per_step(tmp_path, decay_steps):
     """Paper default: identity in every step. Decay over 2 updates: weight 10, 5, then 0, and the step
     skips the identity passes; ``optimizer_step`` counts training steps."""
-    brain = _brain(tmp_path, identity_decay_steps=decay_steps)
+    brain = small_brain(tmp_path, identity_decay_steps=decay_steps)
     brain.modules.train()
     brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
     calls = []
@@ -43,7 +20,7 @@ def test_identity_term_follows_the_schedule_one_count_per_step(tmp_path, decay_s
     for seed in range(3):
         weights.append(brain.loss_cfg.identity_weight_at(brain.optimizer_step))
         calls.clear()
-        brain.fit_batch(_batch(seed))
+        brain.fit_batch(training_batch(seed))
         passes.append(len(calls))
     assert brain.optimizer_step == 3
     assert weights == ([10.0] * 3 if decay_steps == 0 else [10.0, 5.0, 0.0])
@@ -55,9 +32,9 @@ def test_identity_term_follows_the_schedule_one_count_per_step(tmp_path, decay_s
 def test_noisy_cycle_scale_weights_the_noisy_side_and_skips_its_pass_at_zero(tmp_path, scale):
     """The cycle term is |n2c(c2n(clean)) - clean| + scale * |c2n(n2c(noisy)) - noisy|, recomputed here
     from the same modules; at scale 0 the step makes one clean->noisy pass fewer."""
-    brain = _brain(tmp_path, noisy_cycle_scale=scale)
+    brain = small_brain(tmp_path, noisy_cycle_scale=scale)
     brain.modules.eval()  # BatchNorm in eval: the recomputation below sees the same function
-    batch = _batch(0)
+    batch = training_batch(0)
     noisy, lens = batch.noisy_sig
     clean, _ = batch.clean_sig
     calls = []
@@ -81,9 +58,9 @@ def test_remix_term_is_the_supervised_l1_on_remixed_pseudo_pairs(tmp_path, weigh
     noisy->clean pass; the total grows by exactly remix_weight times it. Off by default: no term, no pass."""
     from upcycle_se.losses import remix_pseudo_noisy, spectral_l1
 
-    brain = _brain(tmp_path, remix_weight=weight)
+    brain = small_brain(tmp_path, remix_weight=weight)
     brain.modules.eval()
-    batch = _batch(0)
+    batch = training_batch(0)
     noisy, lens = batch.noisy_sig
     clean, _ = batch.clean_sig
     calls = []
