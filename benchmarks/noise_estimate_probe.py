@@ -11,6 +11,10 @@ clean references of its noisy files; unpaired training never reads them):
 - ``speech_share``: the share of the estimate's STFT energy in bins where the clean speech is stronger
   than the noise (speech leaking into the estimate raises it); ``true_speech_share`` is the true noise's.
 
+For ``--remix_noise=pauses`` (:func:`upcycle_se.losses.pause_noise`), which re-tiles each crop's quietest
+windows rather than estimating the noise sample by sample, ``pauses`` reports the SI-SNR of the noisy crop
+against the true noise on the samples of the windows it would draw, and the speech-to-noise ratio there.
+
 Estimators: packaged or exported models (``--model``, by name or folder, enhancing each crop on its own as
 training does) and the classical MMSE-LSA with its MCRA noise tracker (``mmse_lsa``). Per-crop means with
 95 % CIs. Usage::
@@ -106,6 +110,28 @@ def probe(enhance: Callable[[np.ndarray, int], np.ndarray], crops: Sequence[tupl
     return {"si_snr": ci95(snr), "speech_share": ci95(share), "true_speech_share": ci95(true_share)}
 
 
+def pause_quality(crops: Sequence[tuple], quantile: Optional[float] = None) -> Dict[str, Dict]:
+    """How much speech is left in the windows :func:`upcycle_se.losses.pause_noise` draws from: per crop,
+    the SI-SNR (dB) of the noisy samples against the true noise there, and the speech-to-noise ratio."""
+    from upcycle_se.losses import PAUSE_FRAME, PAUSE_QUANTILE
+
+    quantile = PAUSE_QUANTILE if quantile is None else quantile
+    hop, win = PAUSE_FRAME, 2 * PAUSE_FRAME
+    snr, speech_to_noise = [], []
+    for noisy, clean, sr in crops:
+        starts = np.arange(0, len(noisy) - win + 1, hop)
+        energy = np.array([np.mean(noisy[a:a + win] ** 2) for a in starts])
+        k = max(1, int(np.ceil(quantile * len(starts))))
+        keep = np.zeros(len(noisy), dtype=bool)
+        for a in starts[energy <= np.sort(energy)[k - 1]]:
+            keep[a:a + win] = True
+        noise = noisy - clean
+        snr.append(si_snr(noisy[keep], noise[keep]))
+        speech_to_noise.append(10 * np.log10(max(float(clean[keep] @ clean[keep]), 1e-20)
+                                             / max(float(noise[keep] @ noise[keep]), 1e-20)))
+    return {"si_snr": ci95(snr), "speech_to_noise_db": ci95(speech_to_noise), "quantile": quantile}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, required=True, help="corpus with noisy_/clean_trainset_wav")
@@ -121,10 +147,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     estimators["mmse_lsa"] = lambda noisy, sr: mmse_lsa(noisy, sr)
     results = {"corpus": str(args.corpus), "crops": len(crops), "seconds": args.seconds, "seed": args.seed,
                "estimators": {name: probe(f, crops) for name, f in estimators.items()}}
+    results["pauses"] = pause_quality(crops)
     for name, r in results["estimators"].items():
         print(f"{name:>12}: SI-SNR {r['si_snr']['mean']:+.2f} ± {r['si_snr']['ci']:.2f} dB, speech-bin share "
               f"{r['speech_share']['mean']:.3f} ± {r['speech_share']['ci']:.3f} "
               f"(true noise {r['true_speech_share']['mean']:.3f})")
+    r = results["pauses"]
+    print(f"{'pauses':>12}: SI-SNR {r['si_snr']['mean']:+.2f} ± {r['si_snr']['ci']:.2f} dB on the quietest "
+          f"{r['quantile']:.0%} of windows (speech-to-noise there {r['speech_to_noise_db']['mean']:+.1f} dB)")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     return 0

@@ -83,3 +83,29 @@ def test_remix_term_is_the_supervised_l1_on_remixed_pseudo_pairs(tmp_path, weigh
     assert float(expected) > 0.01
     assert float(terms["remix"]) == pytest.approx(float(expected), rel=1e-5)
     assert float(total) == pytest.approx(float(without + weight * expected), rel=1e-5)
+
+
+def test_remix_from_pauses_reaches_the_training_step(tmp_path):
+    """remix_noise=pauses: the step's remix term is the supervised L1 on clean speech plus noise mined from
+    the noisy crops' pauses, recomputed here with the same random draws."""
+    from upcycle_se.losses import remix_pseudo_noisy, spectral_l1
+
+    brain = small_brain(tmp_path, remix_weight=20.0, remix_noise="pauses", remix_snr=[0, 0])
+    assert brain.loss_cfg.remix_noise == "pauses"
+    brain.modules.eval()
+    batch = training_batch(0)
+    noisy, lens = batch.noisy_sig
+    clean, _ = batch.clean_sig
+    with torch.no_grad():
+        torch.manual_seed(3)
+        _, terms, fake_clean, _ = brain._generator_loss(noisy, clean, lens, lens)
+        torch.manual_seed(3)
+        brain.loss_cfg.remix_snr_draw(2)  # the step draws its SNRs first
+        pseudo = remix_pseudo_noisy(noisy, fake_clean, clean, snr_db=torch.zeros(2), noise_source="pauses")
+        n2c = brain.modules["gen_n2c"]
+        remixed, remixed_spec = n2c(pseudo, return_spec=True)
+        expected = (remixed - clean).abs().mean() + spectral_l1(remixed_spec, n2c.stft.stft(clean))
+    assert float(terms["remix"]) == pytest.approx(float(expected), rel=1e-5)
+    # at 0 dB the added noise has the clean crops' power
+    added = pseudo - clean
+    torch.testing.assert_close(added.pow(2).mean(-1), clean.pow(2).mean(-1), rtol=1e-4, atol=0)

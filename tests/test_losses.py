@@ -186,3 +186,63 @@ def test_remix_snr_is_estimated_or_a_range_and_draws_within_it():
     for bad in ("fixed", [20, -5], [0], [0, "a"]):
         with pytest.raises(ConfigError, match=r"remix_snr=.* must be 'estimated' or \[low, high\]"):
             LossConfig(remix_snr=bad)
+
+
+def _tone_over_noise(seed: int = 0, n: int = 16000):
+    """A loud 440 Hz tone in the first half over weak white noise throughout: ``(noisy, tone, noise)``."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(n) / 16000
+    tone = torch.sin(2 * torch.pi * 440 * t) * (t < 0.5)
+    noise = 0.02 * torch.randn(n, generator=gen)
+    return (tone + noise)[None], tone[None], noise[None]
+
+
+def _tone_share(x: torch.Tensor) -> float:
+    """Share of ``x [1, time]``'s energy within 20 Hz of 440 Hz."""
+    power = torch.fft.rfft(x[0]).abs() ** 2
+    freqs = torch.fft.rfftfreq(x.shape[-1], 1 / 16000)
+    return float(power[(freqs - 440).abs() < 20].sum() / power.sum())
+
+
+def test_pause_noise_takes_the_quietest_frames_at_a_constant_power():
+    from upcycle_se.losses import pause_noise
+
+    noisy, tone, noise = _tone_over_noise()
+    assert _tone_share(noisy) > 0.95
+    mined = pause_noise(noisy, 24000, generator=torch.Generator().manual_seed(1))
+    assert mined.shape == (1, 24000)
+    assert _tone_share(mined) < 0.01  # the tone half is never drawn; what is left is the white noise
+    # sqrt-Hann overlap-add of independent noise windows: the power stays the noise's, in every stretch
+    rms = mined.reshape(6, 4000).pow(2).mean(-1).sqrt()
+    assert torch.allclose(rms, torch.full((6,), 0.02), rtol=0.1)
+
+
+def test_pause_noise_never_draws_the_padding():
+    """Zero padding past ``noisy_lens`` is the quietest stretch of all; it must not be taken for a pause."""
+    from upcycle_se.losses import pause_noise
+
+    _, _, noise = _tone_over_noise()
+    padded = torch.cat([noise, torch.zeros(1, 16000)], -1)
+    mined = pause_noise(padded, 16000, torch.tensor([0.5]), generator=torch.Generator().manual_seed(0))
+    assert float(mined[:, 1024:-1024].pow(2).mean().sqrt()) == pytest.approx(0.02, rel=0.1)
+    short = pause_noise(noise[:, :300], 2000)  # shorter than one window: its only window is used
+    assert float(short.abs().max()) > 0
+
+
+def test_remix_from_pauses_at_given_snrs():
+    """noise_source=pauses: clean speech plus mined noise, at exactly the SNR asked for; the enhancer's
+    output is not used (an enhancer that kept all the speech or none gives the same pseudo-pair)."""
+    noisy, tone, _ = _tone_over_noise()
+    clean = 0.3 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(5))
+    pairs = []
+    for enhanced in (tone, torch.zeros_like(tone)):
+        torch.manual_seed(7)
+        pairs.append(remix_pseudo_noisy(noisy, enhanced, clean, snr_db=torch.tensor([5.0]), noise_source="pauses"))
+    torch.testing.assert_close(pairs[0], pairs[1])
+    added = pairs[0] - clean
+    assert 10 * math.log10(float(clean.pow(2).mean() / added.pow(2).mean())) == pytest.approx(5.0, abs=1e-3)
+    assert _tone_share(added) < 0.01
+    with pytest.raises(ConfigError, match="noise_source='vad' must be one of estimate, pauses"):
+        remix_pseudo_noisy(noisy, tone, clean, noise_source="vad")
+    with pytest.raises(ConfigError, match="remix_noise='vad' must be one of estimate, pauses"):
+        LossConfig(remix_noise="vad")

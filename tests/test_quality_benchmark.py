@@ -131,6 +131,15 @@ def test_unpaired_ema_budget_is_the_unpaired_long_control_plus_the_weight_averag
     assert differ(ema, control) == {"--ema_decay=0.998", "--n_epochs=2", "--n_epochs_decay=1"}
     assert differ(teacher, ema) == {"--remix_teacher=ema"}
     assert f"--init_from={quality.UNPAIRED_FROM}" in ema and "--unpaired=shuffle" in ema
+    # the paper's discriminators (unpaired_disc) and the noise mined from pauses (unpaired_pauses): one change each
+    for budget, changes in (("unpaired_disc", [{"--discriminator_preset=paper", "--n_scales=3"},
+                                              {"--discriminator_preset=paper", "--n_scales=3", "--remix_weight=10"}]),
+                            ("unpaired_pauses", [{"--remix_noise=pauses"}])):
+        b = quality.BUDGETS[budget]
+        for name, change in zip(b.systems, changes):
+            cmd = quality.train_command(b, quality.SYSTEMS[name], tmp_path, tmp_path / "prep")
+            assert differ(cmd, ema) == change
+            assert {c.split("=")[0] for c in differ(ema, cmd)} <= {"--remix_weight"}
 
 
 def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_where_the_cpu_has_it(tmp_path,

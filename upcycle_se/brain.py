@@ -295,7 +295,7 @@ class UpCycleBrain(sb.Brain):
         if cfg.remix_weight > 0:  # opt-in: the enhancer's noise estimates remixed onto clean speech
             teacher_clean = fake_clean if cfg.remix_teacher == "student" else self._teacher_output(noisy)
             pseudo_noisy = remix_pseudo_noisy(noisy, teacher_clean, clean, noisy_lens, clean_lens,
-                                              snr_db=cfg.remix_snr_draw(clean.shape[0]))
+                                              snr_db=cfg.remix_snr_draw(clean.shape[0]), noise_source=cfg.remix_noise)
             remixed, remixed_spec = m["gen_n2c"](pseudo_noisy, return_spec=True)
             terms["remix"] = self._supervised_l1(remixed, remixed_spec, clean, clean_lens)
             total = total + cfg.remix_weight * terms["remix"]
