@@ -108,6 +108,8 @@ class Budget:
 FINETUNE_FROM = REPO / "upcycle_se" / "pretrained" / "base_supervised"
 #: The model the `unpaired_long` budget starts from: the `unpaired_base` budget's opt-in row, as shipped.
 UNPAIRED_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired"
+#: The model the `unpaired_pauses_long` budget starts from: the `unpaired_pauses` budget's model, as shipped.
+UNPAIRED_PAUSES_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses"
 #: The opt-in unpaired options of the `unpaired_base` budget on the base generator: remixed pseudo-pairs at
 #: SNRs in [-5, 20] dB, identity decayed over 600 steps, clean-side cycle only.
 UNPAIRED_LEAN_BASE = {"generator_preset": "base", "remix_weight": "20", "remix_snr": "[-5,20]",
@@ -216,6 +218,18 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
            "model trained on at lr 5e-4, EMA 0.998, remixed noise mined from pauses", "shuffle", "gan",
            extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
                   "ema_decay": "0.998", "remix_noise": "pauses"}),
+    # The `unpaired_pauses_long` budget's two systems: the `unpaired_pauses` model (still rising on validation
+    # after its 900 steps) trained on with the same setting for 1,800 more steps, the last third with the lr
+    # decayed linearly; and the same with the remix weight doubled (the pseudo-pairs built from mined pauses
+    # are close to true pairs, so the supervised-like term is worth more against the GAN and cycle terms).
+    System("unpaired_pauses_base_ft", "Up-Cycle-SENet (base), unpaired, the `unpaired_pauses` model trained on "
+           "with its setting (EMA 0.998, remixed noise mined from pauses) at lr 5e-4", "shuffle", "gan",
+           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_PAUSES_FROM), "identity_decay_steps": "1",
+                  "ema_decay": "0.998", "remix_noise": "pauses"}),
+    System("unpaired_pauses40_base_ft", "Up-Cycle-SENet (base), unpaired, the `unpaired_pauses` model trained on "
+           "with its setting at lr 5e-4, remix weight 40", "shuffle", "gan",
+           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_PAUSES_FROM), "identity_decay_steps": "1",
+                  "ema_decay": "0.998", "remix_noise": "pauses", "remix_weight": "40"}),
     # The `finetune` budget's two systems: the session budget's supervised model trained on at a lower lr, with
     # the paper's linear spectral loss (the control) and with power-law compressed spectra (opt-in, 0.3).
     System("paired_l1_base_ft", "Up-Cycle-SENet generator (base), paired, supervised L1, fine-tuned from "
@@ -314,6 +328,13 @@ BUDGETS: Dict[str, Budget] = {
                               n_epochs=2, n_epochs_decay=1, batch_size=4, crop_samples=16000, lr=5e-4,
                               valid_utts_per_speaker=16, equal_steps=False, parallel=1, threads=2, bf16=True,
                               extra={"ckpt_interval_minutes": "10"}),
+    # The `unpaired_pauses` model trained on for 4 + 2 epochs (1,800 steps, 2,700 from `base_unpaired`), with
+    # the remix weight 20 and 40 side by side, one thread each; same lr, validation and test as `unpaired_pauses`.
+    "unpaired_pauses_long": Budget("unpaired_pauses_long", "broad_benchmark", "hparams/upcycle_small.yaml",
+                                   ["unpaired_pauses_base_ft", "unpaired_pauses40_base_ft"],
+                                   n_epochs=4, n_epochs_decay=2, batch_size=4, crop_samples=16000, lr=5e-4,
+                                   valid_utts_per_speaker=16, equal_steps=False, parallel=2, threads=1, bf16=True,
+                                   extra={"ckpt_interval_minutes": "10"}),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,

@@ -140,6 +140,16 @@ def test_unpaired_ema_budget_is_the_unpaired_long_control_plus_the_weight_averag
             cmd = quality.train_command(b, quality.SYSTEMS[name], tmp_path, tmp_path / "prep")
             assert differ(cmd, ema) == change
             assert {c.split("=")[0] for c in differ(ema, cmd)} <= {"--remix_weight"}
+    # unpaired_pauses_long: the unpaired_pauses setting, from its shipped model, twice the epochs; then remix 40
+    pauses = quality.train_command(quality.BUDGETS["unpaired_pauses"],
+                                   quality.SYSTEMS["unpaired_remixsnr_lean_base_ema_pauses"], tmp_path, tmp_path / "p")
+    b = quality.BUDGETS["unpaired_pauses_long"]
+    cont, heavy = (quality.train_command(b, quality.SYSTEMS[n], tmp_path, tmp_path / "prep") for n in b.systems)
+    assert (quality.UNPAIRED_PAUSES_FROM / "generator.ckpt").is_file()
+    assert differ(cont, pauses) == {f"--init_from={quality.UNPAIRED_PAUSES_FROM}", "--n_epochs=4",
+                                    "--n_epochs_decay=2"}
+    assert {c.split("=")[0] for c in differ(pauses, cont)} == {"--init_from", "--n_epochs", "--n_epochs_decay"}
+    assert differ(heavy, cont) == {"--remix_weight=40"}
 
 
 def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_where_the_cpu_has_it(tmp_path,
