@@ -114,6 +114,15 @@ UNPAIRED_PAUSES_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pause
 #: SNRs in [-5, 20] dB, identity decayed over 600 steps, clean-side cycle only.
 UNPAIRED_LEAN_BASE = {"generator_preset": "base", "remix_weight": "20", "remix_snr": "[-5,20]",
                       "identity_decay_steps": "600", "noisy_cycle_scale": "0"}
+
+
+def _unpaired_ft(start: Path, **options: str) -> Dict[str, str]:
+    """The `UNPAIRED_LEAN_BASE` options for training on from the shipped unpaired model ``start``, plus ``options``.
+
+    Its identity weight is spent: ``identity_decay_steps`` 1 keeps the paper's weight for the first update only.
+    """
+    return {**UNPAIRED_LEAN_BASE, "init_from": str(start), "identity_decay_steps": "1", **options}
+
 PAPER_SYSTEMS = ["unpaired_disjoint", "unpaired_shuffle", "paired", "paired_magnitude"]
 SYSTEMS: Dict[str, System] = {s.name: s for s in (
     System("unpaired_disjoint", "Up-Cycle-SENet, unpaired (disjoint halves), GAN", "disjoint", "gan"),
@@ -182,54 +191,47 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     # the option that gave the packaged supervised model +0.08 PESQ over its control).
     System("unpaired_remixsnr_lean_base_ft", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
            "trained on with its opt-in losses at lr 5e-4", "shuffle", "gan",
-           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1"}),
+           extra=_unpaired_ft(UNPAIRED_FROM)),
     System("unpaired_remixsnr_lean_c_base_ft", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
            "trained on with its opt-in losses at lr 5e-4, remix L1 on compressed spectra (power 0.3)", "shuffle",
-           "gan", extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
-                         "spectral_compress": "0.3"}),
+           "gan", extra=_unpaired_ft(UNPAIRED_FROM, spectral_compress="0.3")),
     # The `unpaired_ema` budget's two systems: the `unpaired_long` control (the packaged `unpaired` model trained
     # on with its opt-in losses at lr 5e-4) with an exponential moving average of the generator's weights
     # (decay 0.998, about the last 500 steps) for validation, test and export (opt-in); the second system
     # also takes the remixed noise estimates from that average (a mean teacher, as RemixIT does).
     System("unpaired_remixsnr_lean_base_ema", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
            "trained on at lr 5e-4, weight average (EMA 0.998) evaluated", "shuffle", "gan",
-           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
-                  "ema_decay": "0.998"}),
+           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998")),
     System("unpaired_remixsnr_lean_base_emat", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
            "trained on at lr 5e-4, weight average (EMA 0.998) evaluated and the remix teacher", "shuffle", "gan",
-           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
-                  "ema_decay": "0.998", "remix_teacher": "ema"}),
+           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998", remix_teacher="ema")),
     # The `unpaired_disc` budget's two systems: the `unpaired_ema` setting with the paper's discriminators (MelGAN
     # sizes, 3 waveform scales, 16.9 M parameters each) instead of the small single-scale ones (0.12 M) the CPU
     # budgets used so far; the second also halves the remix weight, so that the adversarial and cycle terms
     # weigh relatively twice as much. Only the noisy->clean generator is loaded: the discriminators start afresh.
     System("unpaired_remixsnr_lean_base_ema_pd", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
            "trained on at lr 5e-4, EMA 0.998, the paper's discriminators", "shuffle", "gan",
-           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
-                  "ema_decay": "0.998", "discriminator_preset": "paper", "n_scales": "3"}),
+           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998", discriminator_preset="paper", n_scales="3")),
     System("unpaired_remix10_lean_base_ema_pd", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
            "trained on at lr 5e-4, EMA 0.998, the paper's discriminators, remix weight 10", "shuffle", "gan",
-           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
-                  "ema_decay": "0.998", "discriminator_preset": "paper", "n_scales": "3", "remix_weight": "10"}),
+           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998", discriminator_preset="paper", n_scales="3",
+                              remix_weight="10")),
     # The `unpaired_pauses` budget's system: the `unpaired_ema` setting with the remixed noise mined from the noisy
     # crops' quietest windows instead of the enhancer's estimate (opt-in remix_noise=pauses): on 1 s training
     # crops that noise holds the true noise at +8.6 dB SI-SNR against +0.3 dB for the estimate.
     System("unpaired_remixsnr_lean_base_ema_pauses", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` "
            "model trained on at lr 5e-4, EMA 0.998, remixed noise mined from pauses", "shuffle", "gan",
-           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_FROM), "identity_decay_steps": "1",
-                  "ema_decay": "0.998", "remix_noise": "pauses"}),
+           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998", remix_noise="pauses")),
     # The `unpaired_pauses_long` budget's two systems: the `unpaired_pauses` model (still rising on validation
     # after its 900 steps) trained on with the same setting for 1,800 more steps, the last third with the lr
     # decayed linearly; and the same with the remix weight doubled (the pseudo-pairs built from mined pauses
     # are close to true pairs, so the supervised-like term is worth more against the GAN and cycle terms).
     System("unpaired_pauses_base_ft", "Up-Cycle-SENet (base), unpaired, the `unpaired_pauses` model trained on "
            "with its setting (EMA 0.998, remixed noise mined from pauses) at lr 5e-4", "shuffle", "gan",
-           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_PAUSES_FROM), "identity_decay_steps": "1",
-                  "ema_decay": "0.998", "remix_noise": "pauses"}),
+           extra=_unpaired_ft(UNPAIRED_PAUSES_FROM, ema_decay="0.998", remix_noise="pauses")),
     System("unpaired_pauses40_base_ft", "Up-Cycle-SENet (base), unpaired, the `unpaired_pauses` model trained on "
            "with its setting at lr 5e-4, remix weight 40", "shuffle", "gan",
-           extra={**UNPAIRED_LEAN_BASE, "init_from": str(UNPAIRED_PAUSES_FROM), "identity_decay_steps": "1",
-                  "ema_decay": "0.998", "remix_noise": "pauses", "remix_weight": "40"}),
+           extra=_unpaired_ft(UNPAIRED_PAUSES_FROM, ema_decay="0.998", remix_noise="pauses", remix_weight="40")),
     # The `finetune` budget's two systems: the session budget's supervised model trained on at a lower lr, with
     # the paper's linear spectral loss (the control) and with power-law compressed spectra (opt-in, 0.3).
     System("paired_l1_base_ft", "Up-Cycle-SENet generator (base), paired, supervised L1, fine-tuned from "
