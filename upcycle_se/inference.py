@@ -65,7 +65,8 @@ _EXTENSION_FORMATS = {"aif": "AIFF", "oga": "OGG", "opus": "OGG"}
 #: Packaged models, by the name ``upcycle-se enhance --model`` and :func:`packaged_model_dir` take, and the
 #: folder under ``upcycle_se/pretrained/`` each name means. ``default`` is the best packaged model (the
 #: model cards, ``MODEL.md``, give the figures that chose it); ``unpaired`` the best one trained unpaired.
-PACKAGED_MODELS: Dict[str, str] = {"default": "base_compressed", "unpaired": "base_unpaired_pauses", "small": "small"}
+PACKAGED_MODELS: Dict[str, str] = {"default": "base_compressed", "unpaired": "base_unpaired_pauses_long",
+                                   "small": "small"}
 
 
 def packaged_model_dir(name: str = "default") -> Path:
