@@ -110,6 +110,8 @@ FINETUNE_FROM = REPO / "upcycle_se" / "pretrained" / "base_supervised"
 UNPAIRED_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired"
 #: The model the `unpaired_pauses_long` budget starts from: the `unpaired_pauses` budget's model, as shipped.
 UNPAIRED_PAUSES_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses"
+#: The model the `unpaired_pauses_more` budget starts from: the `unpaired_pauses_long` budget's model, as shipped.
+UNPAIRED_PAUSES_LONG_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses_long"
 #: The opt-in unpaired options of the `unpaired_base` budget on the base generator: remixed pseudo-pairs at
 #: SNRs in [-5, 20] dB, identity decayed over 600 steps, clean-side cycle only.
 UNPAIRED_LEAN_BASE = {"generator_preset": "base", "remix_weight": "20", "remix_snr": "[-5,20]",
@@ -232,6 +234,12 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     System("unpaired_pauses40_base_ft", "Up-Cycle-SENet (base), unpaired, the `unpaired_pauses` model trained on "
            "with its setting at lr 5e-4, remix weight 40", "shuffle", "gan",
            extra=_unpaired_ft(UNPAIRED_PAUSES_FROM, ema_decay="0.998", remix_noise="pauses", remix_weight="40")),
+    # The `unpaired_pauses_more` budget's system: the `unpaired_pauses_long` model (validation still rising in its
+    # last epoch) trained on with its setting for 900 more steps.
+    System("unpaired_pauses40_base_ft2", "Up-Cycle-SENet (base), unpaired, the `unpaired_pauses_long` model "
+           "trained on with its setting (remix weight 40) at lr 5e-4", "shuffle", "gan",
+           extra=_unpaired_ft(UNPAIRED_PAUSES_LONG_FROM, ema_decay="0.998", remix_noise="pauses",
+                              remix_weight="40")),
     # The `finetune` budget's two systems: the session budget's supervised model trained on at a lower lr, with
     # the paper's linear spectral loss (the control) and with power-law compressed spectra (opt-in, 0.3).
     System("paired_l1_base_ft", "Up-Cycle-SENet generator (base), paired, supervised L1, fine-tuned from "
@@ -337,6 +345,12 @@ BUDGETS: Dict[str, Budget] = {
                                    n_epochs=4, n_epochs_decay=2, batch_size=4, crop_samples=16000, lr=5e-4,
                                    valid_utts_per_speaker=16, equal_steps=False, parallel=2, threads=1, bf16=True,
                                    extra={"ckpt_interval_minutes": "10"}),
+    # The shipped `unpaired` model (`unpaired_pauses_long`, weight 40) trained on for 2 + 1 epochs (900 steps,
+    # 5,400 unpaired steps in all), alone with both threads: does the rise continue?
+    "unpaired_pauses_more": Budget("unpaired_pauses_more", "broad_benchmark", "hparams/upcycle_small.yaml",
+                                   ["unpaired_pauses40_base_ft2"], n_epochs=2, n_epochs_decay=1, batch_size=4,
+                                   crop_samples=16000, lr=5e-4, valid_utts_per_speaker=16, equal_steps=False,
+                                   parallel=1, threads=2, bf16=True, extra={"ckpt_interval_minutes": "10"}),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,

@@ -150,6 +150,12 @@ def test_unpaired_ema_budget_is_the_unpaired_long_control_plus_the_weight_averag
                                     "--n_epochs_decay=2"}
     assert {c.split("=")[0] for c in differ(pauses, cont)} == {"--init_from", "--n_epochs", "--n_epochs_decay"}
     assert differ(heavy, cont) == {"--remix_weight=40"}
+    # unpaired_pauses_more: the weight-40 system again, from its shipped model, 2 + 1 epochs
+    more = quality.train_command(quality.BUDGETS["unpaired_pauses_more"],
+                                 quality.SYSTEMS["unpaired_pauses40_base_ft2"], tmp_path, tmp_path / "prep")
+    assert differ(more, heavy) == {f"--init_from={quality.UNPAIRED_PAUSES_LONG_FROM}", "--n_epochs=2",
+                                   "--n_epochs_decay=1"}
+    assert (quality.UNPAIRED_PAUSES_LONG_FROM / "generator.ckpt").is_file()
 
 
 def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_where_the_cpu_has_it(tmp_path,
