@@ -87,6 +87,10 @@ def test_remix_teacher_chooses_whose_noise_estimates_are_remixed(tmp_path, teach
     ({"remix_weight": 20.0, "remix_teacher": "ema"},
      "remix_teacher=ema needs ema_decay > 0 (the averaged generator is the teacher)"),
     ({"remix_teacher": "mean"}, "remix_teacher='mean' must be one of student, ema"),
+    ({"ema_decay": 0.9, "remix_weight": 20.0, "remix_teacher": "ema", "remix_noise": "pauses",
+      "remix_snr": [-5, 20]},
+     "remix_teacher=ema has no effect with remix_noise=pauses and remix_snr=[low, high]: neither the remixed "
+     "noise nor its level comes from an enhancer then"),
 ])
 def test_bad_settings_are_one_clear_line(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -275,7 +275,8 @@ class LossConfig:
     draws each item's SNR uniformly from that range, so the pseudo-pairs have realistic levels even while
     the enhancer, still near the identity, removes (and so estimates) only a little of the noise.
     ``remix_teacher``: ``student`` (default) takes the noise estimates from the generator being trained;
-    ``ema`` from its weight average (needs the Brain's ``ema_decay > 0``), a slower-moving teacher.
+    ``ema`` from its weight average (needs the Brain's ``ema_decay > 0``), a slower-moving teacher; refused
+    with ``remix_noise: pauses`` and a ``remix_snr`` range, where no enhancer output is used.
     ``remix_noise``: ``estimate`` (default) remixes the enhancer's noise estimate, ``noisy - enhanced``;
     ``pauses`` remixes noise mined from the noisy crop's quietest frames (:func:`pause_noise`), which holds
     far less speech (measured on 1 s training crops, the quietest 10 % of 32 ms windows: SI-SNR +8.6 dB
@@ -319,6 +320,10 @@ class LossConfig:
             raise ConfigError(f"remix_noise={self.remix_noise!r} must be one of {', '.join(REMIX_NOISE_SOURCES)}")
         if self.remix_teacher not in REMIX_TEACHERS:
             raise ConfigError(f"remix_teacher={self.remix_teacher!r} must be one of {', '.join(REMIX_TEACHERS)}")
+        if self.remix_teacher == "ema" and self.remix_noise == "pauses" and self.remix_snr != "estimated":
+            # the teacher's output would be computed every step and thrown away
+            raise ConfigError("remix_teacher=ema has no effect with remix_noise=pauses and remix_snr=[low, high]: "
+                              "neither the remixed noise nor its level comes from an enhancer then")
         steps = self.identity_decay_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"identity_decay_steps={steps!r} must be an integer >= 0 (0: constant, the paper)")
