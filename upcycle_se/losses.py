@@ -280,7 +280,7 @@ class LossConfig:
     ``remix_noise``: ``estimate`` (default) remixes the enhancer's noise estimate, ``noisy - enhanced``;
     ``pauses`` remixes noise mined from the noisy crop's quietest frames (:func:`pause_noise`), which holds
     far less speech (measured on 1 s training crops, the quietest 10 % of 32 ms windows: SI-SNR +8.6 dB
-    against the true noise there, against +0.3 dB for the packaged unpaired model's estimate).
+    against the true noise there, against +0.3 dB for the estimate of `base_unpaired`).
     """
 
     loss_type: str = "gan"
