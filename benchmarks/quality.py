@@ -251,6 +251,16 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
            extra={"generator_preset": "base", "init_from": str(FINETUNE_FROM), "spectral_compress": "0.3"}),
 )}
 
+def _unpaired_ft_budget(name: str, systems: List[str], n_epochs: int = 2, n_epochs_decay: int = 1,
+                        parallel: int = 2) -> Budget:
+    """A budget that trains on from a shipped unpaired model: batch 4 x 1 s, lr 5e-4, 16 validation files per
+    held-out speaker, bf16 where the CPU has it, the 2 cores shared by ``parallel`` trainings."""
+    return Budget(name, "broad_benchmark", "hparams/upcycle_small.yaml", systems, n_epochs=n_epochs,
+                  n_epochs_decay=n_epochs_decay, batch_size=4, crop_samples=16000, lr=5e-4, valid_utts_per_speaker=16,
+                  equal_steps=False, parallel=parallel, threads=2 // parallel, bf16=True,
+                  extra={"ckpt_interval_minutes": "10"})
+
+
 BUDGETS: Dict[str, Budget] = {
     # A 2-core CPU shared with other jobs: small generator, 0.5 s crops, batch 2, 3 epochs of a per-epoch
     # subset of 8 utterances per training speaker (all 22 speakers), lr 1e-3 as in upcycle_small.yaml.
@@ -320,38 +330,24 @@ BUDGETS: Dict[str, Budget] = {
     # The `unpaired_long` run's validation PESQ swung by about 0.05 from epoch to epoch and its best-validation
     # checkpoint tied its start on test: the same fine-tuning, 2 + 1 epochs (900 steps), with the generator's
     # weight average evaluated, and with it also as the remix teacher; one thread each, bf16 where the CPU has it.
-    "unpaired_ema": Budget("unpaired_ema", "broad_benchmark", "hparams/upcycle_small.yaml",
-                           ["unpaired_remixsnr_lean_base_ema", "unpaired_remixsnr_lean_base_emat"],
-                           n_epochs=2, n_epochs_decay=1, batch_size=4, crop_samples=16000, lr=5e-4,
-                           valid_utts_per_speaker=16, equal_steps=False, parallel=2, threads=1, bf16=True,
-                           extra={"ckpt_interval_minutes": "10"}),
+    "unpaired_ema": _unpaired_ft_budget("unpaired_ema", ["unpaired_remixsnr_lean_base_ema",
+                                                         "unpaired_remixsnr_lean_base_emat"]),
     # The `unpaired_ema` setting with the paper's discriminators instead of the small single-scale ones; with the
     # remix weight 20 and 10. Same steps, lr, validation and test as `unpaired_ema`.
-    "unpaired_disc": Budget("unpaired_disc", "broad_benchmark", "hparams/upcycle_small.yaml",
-                            ["unpaired_remixsnr_lean_base_ema_pd", "unpaired_remix10_lean_base_ema_pd"],
-                            n_epochs=2, n_epochs_decay=1, batch_size=4, crop_samples=16000, lr=5e-4,
-                            valid_utts_per_speaker=16, equal_steps=False, parallel=2, threads=1, bf16=True,
-                            extra={"ckpt_interval_minutes": "10"}),
+    "unpaired_disc": _unpaired_ft_budget("unpaired_disc", ["unpaired_remixsnr_lean_base_ema_pd",
+                                                           "unpaired_remix10_lean_base_ema_pd"]),
     # The `unpaired_ema` budget's first system with remix_noise=pauses, alone with both threads; its control is
     # that row (same test files). Same steps, lr, validation and test as `unpaired_ema`.
-    "unpaired_pauses": Budget("unpaired_pauses", "broad_benchmark", "hparams/upcycle_small.yaml",
-                              ["unpaired_remixsnr_lean_base_ema_pauses"],
-                              n_epochs=2, n_epochs_decay=1, batch_size=4, crop_samples=16000, lr=5e-4,
-                              valid_utts_per_speaker=16, equal_steps=False, parallel=1, threads=2, bf16=True,
-                              extra={"ckpt_interval_minutes": "10"}),
+    "unpaired_pauses": _unpaired_ft_budget("unpaired_pauses", ["unpaired_remixsnr_lean_base_ema_pauses"],
+                                           parallel=1),
     # The `unpaired_pauses` model trained on for 4 + 2 epochs (1,800 steps; 4,500 unpaired steps in all), with
     # the remix weight 20 and 40 side by side, one thread each; same lr, validation and test as `unpaired_pauses`.
-    "unpaired_pauses_long": Budget("unpaired_pauses_long", "broad_benchmark", "hparams/upcycle_small.yaml",
-                                   ["unpaired_pauses_base_ft", "unpaired_pauses40_base_ft"],
-                                   n_epochs=4, n_epochs_decay=2, batch_size=4, crop_samples=16000, lr=5e-4,
-                                   valid_utts_per_speaker=16, equal_steps=False, parallel=2, threads=1, bf16=True,
-                                   extra={"ckpt_interval_minutes": "10"}),
-    # The shipped `unpaired` model (`unpaired_pauses_long`, weight 40) trained on for 2 + 1 epochs (900 steps,
+    "unpaired_pauses_long": _unpaired_ft_budget("unpaired_pauses_long", ["unpaired_pauses_base_ft",
+                                                                         "unpaired_pauses40_base_ft"],
+                                                n_epochs=4, n_epochs_decay=2),
+    # The `unpaired_pauses_long` model (weight 40, shipped as `unpaired`) trained on for 2 + 1 epochs (900 steps,
     # 5,400 unpaired steps in all), alone with both threads: does the rise continue?
-    "unpaired_pauses_more": Budget("unpaired_pauses_more", "broad_benchmark", "hparams/upcycle_small.yaml",
-                                   ["unpaired_pauses40_base_ft2"], n_epochs=2, n_epochs_decay=1, batch_size=4,
-                                   crop_samples=16000, lr=5e-4, valid_utts_per_speaker=16, equal_steps=False,
-                                   parallel=1, threads=2, bf16=True, extra={"ckpt_interval_minutes": "10"}),
+    "unpaired_pauses_more": _unpaired_ft_budget("unpaired_pauses_more", ["unpaired_pauses40_base_ft2"], parallel=1),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,
