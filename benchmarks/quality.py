@@ -9,13 +9,13 @@ Usage::
 
 Steps (each one reused when its output already exists in ``--work``, so an interrupted run resumes):
 
-1. build the synthetic corpus (``upcycle_se.data.corpus.build_preset``, fixed seed) -- part of the benchmark;
+1. build the synthetic corpus (``upcycle_se.corpus.build.build_preset``, fixed seed) -- part of the benchmark;
 2. prepare the manifests (``prepare_voicebank``) and, for the CPU/tiny budgets, the per-epoch training and
    validation subsets that make the budget fit (every training speaker kept, fewer utterances per epoch);
 3. score the noisy test input and the classical baselines (``benchmarks.baselines``) on every test file;
 4. train each Up-Cycle-SENet system with ``recipes/VoiceBankDEMAND/train.py`` in a subprocess (its test
    stage scores the best-validation checkpoint on the same test files);
-5. the real-voice set (``upcycle_se.data.realvoice``: ALSA's recorded voice clips x the test noises x the
+5. the real-voice set (``upcycle_se.corpus.realvoice``: ALSA's recorded voice clips x the test noises x the
    test SNRs): noisy, every baseline and every trained system (its best checkpoint, exported) scored on it;
 6. write the tables (mean ± 95 % CI over files, Student t; also per noise family) between the quality
    markers of the results file.
@@ -389,7 +389,7 @@ def read_metric_csv(path: Path) -> Dict[str, Dict[str, float]]:
 # ------------------------------------------------------------------------------------------ steps
 def build_corpus(work: Path, preset: str, log) -> Dict:
     """Builds (or reuses, when identical) the synthetic corpus of ``preset`` under ``work/corpus``."""
-    from upcycle_se.data.corpus import build_preset
+    from upcycle_se.corpus.build import build_preset
 
     t0 = time.perf_counter()
     info = build_preset(work / "corpus", preset, seed=CORPUS_SEED, sample_rate=16000, naming="vb", progress=False)
@@ -493,7 +493,7 @@ def score_reference_systems(work: Path, names: Sequence[str], n_jobs: int, log,
 
 def build_realvoice_set(work: Path, budget: Budget, corpus: Dict, log) -> Dict:
     """Builds (or reuses) the real-voice set under ``work/realvoice`` with the corpus's test noises and SNRs."""
-    from upcycle_se.data.realvoice import build_realvoice
+    from upcycle_se.corpus.realvoice import build_realvoice
 
     info = build_realvoice(work / "realvoice", sample_rate=16000, seed=CORPUS_SEED,
                            noises=budget.realvoice_noises or corpus["noises"]["test"],
@@ -687,7 +687,7 @@ def render(state: Dict, budget: Budget, command: str, analysis: str = "") -> str
     corpus = state["corpus"]
     begin, end = markers(budget.name)
     lines = [begin, "## Quality" + ("" if budget.name == "cpu" else f" (budget `{budget.name}`)"), "",
-             f"**Corpus: synthetic** (`upcycle_se.data.corpus`, preset `{budget.preset}`, seed {CORPUS_SEED}; "
+             f"**Corpus: synthetic** (`upcycle_se.corpus.build`, preset `{budget.preset}`, seed {CORPUS_SEED}; "
              "flite / espeak-ng voices with per-speaker warps"
              + (", half of the training speakers Piper neural pseudo-speakers" if _has_piper(budget.preset) else "")
              + ", generated noise). "
@@ -778,7 +778,7 @@ def render_realvoice(rv: Dict, families: Optional[Dict[str, str]]) -> List[str]:
     info = rv["info"]
     classes = info["noise_class"]
     lines = ["", "### Real recorded voice",
-             "", f"**Real-voice set** (`upcycle_se.data.realvoice`, seed {info['seed']}): ALSA's {info['clips']} recorded "
+             "", f"**Real-voice set** (`upcycle_se.corpus.realvoice`, seed {info['seed']}): ALSA's {info['clips']} recorded "
              f"voice clips (one real speaker, short phrases) x the test noises {', '.join(info['noises'])} "
              f"({', '.join(f'{k}: {v}' for k, v in classes.items())}) x SNR "
              f"{'/'.join(f'{x:g}' for x in info['snrs'])} dB = {info['utterances']} files "
@@ -791,7 +791,7 @@ def render_realvoice(rv: Dict, families: Optional[Dict[str, str]]) -> List[str]:
 
 
 def _has_piper(preset: str) -> bool:
-    from upcycle_se.data.corpus import PRESETS
+    from upcycle_se.corpus.build import PRESETS
 
     return bool(PRESETS.get(preset, {}).get("piper_speakers"))
 

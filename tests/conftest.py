@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _build(root: Path, build, **kwargs) -> Path:
-    from upcycle_se.data.speech import require_tools
+    from upcycle_se.corpus.speech import require_tools
     from upcycle_se.errors import UserError
 
     try:  # without the synthesizers (another OS) the corpus tests skip with the install hint
@@ -57,7 +57,7 @@ def _build(root: Path, build, **kwargs) -> Path:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny 16 kHz corpus (preset "tiny": 4 train x 5, 2 test x 3 files) with ``vb`` folder names."""
-    from upcycle_se.data.corpus import build_preset
+    from upcycle_se.corpus.build import build_preset
 
     return _build(tmp_path_factory.mktemp("tiny_corpus"), build_preset, preset="tiny", sample_rate=16000,
                   naming="vb", seed=0)
@@ -66,7 +66,7 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_corpus_48k(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny 48 kHz corpus with the distributed names (``clean_trainset_28spk_wav/``, ...)."""
-    from upcycle_se.data.corpus import build_corpus
+    from upcycle_se.corpus.build import build_corpus
 
     return _build(tmp_path_factory.mktemp("tiny_corpus_48k"), build_corpus, **TINY_48K, sample_rate=48000,
                   naming="28spk", seed=0)

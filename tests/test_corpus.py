@@ -14,9 +14,9 @@ from scipy import signal as sps
 from scipy.stats import kurtosis
 
 from upcycle_se.cli import main as cli_main
-from upcycle_se.data import noise as N
-from upcycle_se.data.corpus import PRESETS, build_corpus, build_preset, corpus_folders, read_log, speaker_ids
-from upcycle_se.data.speech import clear_synth_cache
+from upcycle_se.corpus import noise as N
+from upcycle_se.corpus.build import PRESETS, build_corpus, build_preset, corpus_folders, read_log, speaker_ids
+from upcycle_se.corpus.speech import clear_synth_cache
 from upcycle_se.errors import UserError
 
 NAME = re.compile(r"^p\d{3}_\d{3}\.wav$")
@@ -305,7 +305,7 @@ def test_broad_build_keeps_the_test_set_byte_identical(tiny_corpus, tmp_path):
 
 @needs_piper
 def test_piper_pseudo_speakers_are_deterministic_and_distinct():
-    from upcycle_se.data.speech import PIPER_VOICE, Voice, synthesize
+    from upcycle_se.corpus.speech import PIPER_VOICE, Voice, synthesize
 
     text = "The old train reached the station before dawn."
     a_voice = Voice("piper", PIPER_VOICE, warp=1.1, rate=1.0, noise_scale=0.8, noise_w=0.9)

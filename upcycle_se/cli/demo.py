@@ -48,7 +48,7 @@ def _recipe_dir() -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from upcycle_se.audio import read_audio
-    from upcycle_se.data.corpus import build_preset
+    from upcycle_se.corpus.build import build_preset
     from upcycle_se.export import export_model
     from upcycle_se.inference import UpCycleEnhancement
     from upcycle_se.metrics import composite, pesq_wb, stoi

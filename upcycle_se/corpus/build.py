@@ -12,9 +12,9 @@ use this builder. It writes the real corpus's layout, so the same data-preparati
     OUT/corpus_info.json                          voices, noises, SNRs, seed, counts (written last)
 
 Speakers are flite / espeak-ng voices with a per-speaker pitch/formant warp and speaking rate
-(:mod:`upcycle_se.data.speech`); test speakers and test noise types are unseen in training; train SNRs
+(:mod:`upcycle_se.corpus.speech`); test speakers and test noise types are unseen in training; train SNRs
 0/5/10/15 dB and test SNRs 2.5/7.5/12.5/17.5 dB follow VoiceBank-DEMAND, under the SNR definition of
-:mod:`upcycle_se.data.noise` (active speech power over whole-file noise power). Files are 16-bit PCM.
+:mod:`upcycle_se.corpus.noise` (active speech power over whole-file noise power). Files are 16-bit PCM.
 The build is deterministic: the same arguments give byte-identical audio.
 
 The ``broad_*`` presets are for training that generalizes: their training noise is the randomized
@@ -40,8 +40,8 @@ import numpy as np
 from tqdm import tqdm
 
 from upcycle_se.audio import write_audio_atomic
-from upcycle_se.data import noise as N
-from upcycle_se.data.speech import PIPER_VOICE, Voice, base_voices, make_sentence, require_piper, require_tools, \
+from upcycle_se.corpus import noise as N
+from upcycle_se.corpus.speech import PIPER_VOICE, Voice, base_voices, make_sentence, require_piper, require_tools, \
     synthesize, tool_versions, trim_silence
 from upcycle_se.errors import DataError, UserError
 
@@ -372,7 +372,7 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
     counts = {s: sum(1 for r in records if r["split"] == s) for s in ("train", "test")}
     info = {
         "description": "Synthetic speech-enhancement corpus in the VoiceBank-DEMAND layout, built offline by "
-                       "upcycle_se.data.corpus (flite / espeak-ng voices"
+                       "upcycle_se.corpus.build (flite / espeak-ng voices"
                        + (", Piper pseudo-speakers in training" if piper_speakers else "")
                        + ", generated noise). Not VoiceBank-DEMAND: never report scores on it as "
                        "VoiceBank-DEMAND scores.",

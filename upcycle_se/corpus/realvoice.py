@@ -31,9 +31,9 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from upcycle_se.audio import read_audio, resample_audio, write_audio_atomic
-from upcycle_se.data import noise as N
-from upcycle_se.data.corpus import TEST_NOISES, TEST_SNRS, _babble_utterance, _babble_voices, _rng
-from upcycle_se.data.speech import base_voices, require_tools
+from upcycle_se.corpus import noise as N
+from upcycle_se.corpus.build import TEST_NOISES, TEST_SNRS, _babble_utterance, _babble_voices, _rng
+from upcycle_se.corpus.speech import base_voices, require_tools
 from upcycle_se.errors import UserError
 
 PathLike = Union[str, os.PathLike]
@@ -150,7 +150,7 @@ def build_realvoice(out_dir: PathLike, *, sample_rate: int = 16000, seed: int = 
     (out / LOG_FILE).write_text("".join(sorted(lines)), encoding="utf-8")
     info = {
         "description": "Real-voice test set: ALSA's 8 recorded voice clips (one real speaker) mixed with the "
-                       "synthetic corpus's test noises at its test SNRs (upcycle_se.data.realvoice). "
+                       "synthetic corpus's test noises at its test SNRs (upcycle_se.corpus.realvoice). "
                        "Not VoiceBank-DEMAND.",
         "config": config,
         "noise_class": {nz: NOISE_CLASS[nz] for nz in noises},
