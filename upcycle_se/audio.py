@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from upcycle_se.errors import AudioError
+from upcycle_se.errors import AudioError, first_line
 
 PathLike = Union[str, os.PathLike]
 
@@ -49,7 +49,7 @@ def read_audio(path: PathLike, *, allow_multichannel: bool = False) -> Tuple[tor
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for corrupt headers
-        raise AudioError(f"{path}: cannot be read as audio ({_first_line(err)})") from None
+        raise AudioError(f"{path}: cannot be read as audio ({first_line(err)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
     if not np.isfinite(data).all():
@@ -121,8 +121,3 @@ def _umask() -> int:
 def _format_for(path: Path) -> str:
     ext = path.suffix.lower().lstrip(".")
     return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aiff": "AIFF", "aif": "AIFF", "au": "AU"}.get(ext, "WAV")
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

@@ -15,3 +15,13 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A bad hyperparameter value or override."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type's name when the message is empty).
+
+    Library errors (soundfile, YAML, torch.load) can span many lines; a user error quoting one keeps its
+    own message to a single line.
+    """
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

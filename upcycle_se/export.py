@@ -33,13 +33,12 @@ import yaml
 from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpoint
 
 from upcycle_se.checkpoints import read_checkpoints
-from upcycle_se.errors import ConfigError, UserError
+from upcycle_se.errors import ConfigError, UserError, first_line
 from upcycle_se.inference import (
     GENERATOR_FILE,
     HPARAMS_FILE,
     PathLike,
     UpCycleEnhancement,
-    _one_line,
     unwrap_state_dict,
 )
 from upcycle_se.models import UpCycleGenerator, export_onnx
@@ -133,7 +132,7 @@ def read_model_config(save_dir: PathLike) -> Tuple[dict, int]:
         config = json.loads(path.read_text(encoding="utf-8"))
         gen, sample_rate = config[RECIPE_GENERATOR], int(config.get("sample_rate", 16000))
     except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"{path}: not a valid model config ({type(err).__name__}: {_one_line(err)})") from None
+        raise ConfigError(f"{path}: not a valid model config ({type(err).__name__}: {first_line(err)})") from None
     if not isinstance(gen, dict) or sample_rate <= 0:
         raise ConfigError(f"{path}: '{RECIPE_GENERATOR}' must be a dict of UpCycleGenerator arguments "
                           "and sample_rate positive")

@@ -47,7 +47,7 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.fetching import FetchConfig, FetchFrom, FetchSource, LocalStrategy
 
 from upcycle_se.audio import read_audio, resample_audio
-from upcycle_se.errors import AudioError, ConfigError, UserError
+from upcycle_se.errors import AudioError, ConfigError, UserError, first_line
 
 PathLike = Union[str, os.PathLike]
 
@@ -158,7 +158,7 @@ class _FileSource:
         try:
             self._file = sf.SoundFile(str(path))
         except Exception as err:  # soundfile raises several types for corrupt headers
-            raise AudioError(f"{path}: cannot be read as audio ({_one_line(err)})") from None
+            raise AudioError(f"{path}: cannot be read as audio ({first_line(err)})") from None
         self.sample_rate, self.channels, self.frames = self._file.samplerate, self._file.channels, self._file.frames
         self.format, self.subtype = self._file.format, self._file.subtype
         if self.frames <= 0:
@@ -170,7 +170,7 @@ class _FileSource:
         try:
             data = self._file.read(n, dtype="float32", always_2d=True)
         except Exception as err:
-            raise AudioError(f"{self.path}: cannot be read as audio ({_one_line(err)})") from None
+            raise AudioError(f"{self.path}: cannot be read as audio ({first_line(err)})") from None
         if data.shape[0] < n:
             raise AudioError(f"{self.path}: ends early (header says {self.frames} samples, "
                              f"only {self._file.tell()} readable)")
@@ -403,7 +403,7 @@ class UpCycleEnhancement(Pretrained):
         except UserError:
             raise
         except Exception as err:
-            raise ConfigError(f"{folder}: cannot load the model ({type(err).__name__}: {_one_line(err)})") from err
+            raise ConfigError(f"{folder}: cannot load the model ({type(err).__name__}: {first_line(err)})") from err
 
     # ------------------------------------------------------------------------------- model rate
     def enhance_batch(self, noisy: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -666,8 +666,3 @@ def unwrap_state_dict(state) -> Dict[str, torch.Tensor]:
                 key = key[len(prefix):]
         out[key] = value
     return out
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

@@ -129,7 +129,9 @@ def read_log(path: PathLike) -> Dict[str, Tuple[str, float]]:
 
 
 # ------------------------------------------------------------------------------------------ planning
-def _rng(*key: int) -> np.random.Generator:
+def seeded_rng(*key: int) -> np.random.Generator:
+    """A numpy generator seeded by a tuple of integers (seed, split, indices, purpose), so every random
+    choice of the corpus depends only on what it is for, not on the order things are built in."""
     return np.random.default_rng([int(k) for k in key])
 
 
@@ -137,7 +139,7 @@ def _plan_speakers(split: str, ids: Sequence[str], pool: Sequence[Voice], seed: 
     speakers = {}
     for i, spk in enumerate(ids):
         base = pool[i % len(pool)]
-        r = _rng(seed, _SPLIT_CODE[split], i, 1)
+        r = seeded_rng(seed, _SPLIT_CODE[split], i, 1)
         warp, rate, pitch = float(r.uniform(0.9, 1.12)), float(r.uniform(0.9, 1.1)), int(r.integers(35, 66))
         speakers[spk] = Voice(base.engine, base.name, warp=round(warp, 3), rate=round(rate, 3),
                               pitch=pitch if base.engine == "espeak-ng" else 50)
@@ -148,7 +150,7 @@ def _plan_piper_speakers(ids: Sequence[str], first_index: int, seed: int) -> Dic
     """Training pseudo-speakers of the Piper voice: seeded warp (pitch and formants), rate and Piper's noises."""
     speakers = {}
     for i, spk in enumerate(ids):
-        r = _rng(seed, _SPLIT_CODE["train"], first_index + i, 7)
+        r = seeded_rng(seed, _SPLIT_CODE["train"], first_index + i, 7)
         speakers[spk] = Voice("piper", PIPER_VOICE, warp=round(float(r.uniform(0.84, 1.2)), 3),
                               rate=round(float(r.uniform(0.85, 1.15)), 3),
                               noise_scale=round(float(r.uniform(0.3, 1.0)), 3),
@@ -156,13 +158,14 @@ def _plan_piper_speakers(ids: Sequence[str], first_index: int, seed: int) -> Dic
     return speakers
 
 
-def _babble_voices(split: str, pool: Sequence[Voice], seed: int, piper: bool = False) -> List[Voice]:
+def babble_voices(split: str, pool: Sequence[Voice], seed: int, piper: bool = False) -> List[Voice]:
+    """The talkers of a split's babble noise, seeded by ``seed``."""
     # taken from the far end of the split's pool: mostly not the split's own speakers, never the other split's;
     # a training split with Piper speakers gets Piper babble talkers too (more natural voices in the crowd)
     voices = [] if not piper else list(_plan_piper_speakers(["babble_a", "babble_b"], 1000, seed).values())
     for j in range(_BABBLE_TALKERS):
         base = pool[-(j + 1) % len(pool)]
-        r = _rng(seed, _SPLIT_CODE[split], j, 5)
+        r = seeded_rng(seed, _SPLIT_CODE[split], j, 5)
         warp, rate, pitch = float(r.uniform(0.88, 1.15)), float(r.uniform(0.9, 1.15)), int(r.integers(30, 70))
         voices.append(Voice(base.engine, base.name, warp=round(warp, 3), rate=round(rate, 3),
                             pitch=pitch if base.engine == "espeak-ng" else 50))
@@ -172,7 +175,7 @@ def _babble_voices(split: str, pool: Sequence[Voice], seed: int, piper: bool = F
 def _noise_schedule(split: str, n: int, noises: Sequence[str], snrs: Sequence[float],
                     seed: int) -> List[Tuple[str, float]]:
     """Balanced (noise, SNR) per utterance: every combination once per round, reshuffled each round."""
-    r = random.Random(int(_rng(seed, _SPLIT_CODE[split], 3).integers(2 ** 62)))
+    r = random.Random(int(seeded_rng(seed, _SPLIT_CODE[split], 3).integers(2 ** 62)))
     combos = [(nz, float(s)) for nz in noises for s in snrs]
     out: List[Tuple[str, float]] = []
     while len(out) < n:
@@ -215,7 +218,8 @@ def _clean_utterance(voice: Voice, rng: np.random.Generator, sample_rate: int, m
     return sig + 10 ** (-78 / 20.0) * rng.standard_normal(len(sig)), text
 
 
-def _babble_utterance(voice: Voice, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+def babble_utterance(voice: Voice, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """One babble talker's sentence ``[time]`` float64, scaled to unit active speech power."""
     sig, _ = _speak(voice, rng, sample_rate, 1.0, 8.0)
     sig = sig.astype(np.float64)
     return sig / np.sqrt(max(N.active_speech_power(sig, sample_rate), 1e-20))
@@ -332,9 +336,9 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
             babble: List[np.ndarray] = []
             if any(nz in N.NEEDS_BABBLE for nz in noises[split]):
                 per_talker = min(6, 2 + total // 200)  # more material for bigger builds: less repetition
-                talkers = _babble_voices(split, pool_voices, seed, piper=split == "train" and bool(piper_speakers))
+                talkers = babble_voices(split, pool_voices, seed, piper=split == "train" and bool(piper_speakers))
                 jobs = [(v, k) for v in talkers for k in range(per_talker)]
-                futs = [pool.submit(_babble_utterance, v, _rng(seed, _SPLIT_CODE[split], j, 6), sr)
+                futs = [pool.submit(babble_utterance, v, seeded_rng(seed, _SPLIT_CODE[split], j, 6), sr)
                         for j, (v, _) in enumerate(jobs)]
                 babble = [f.result() for f in futs]
             contexts[split] = N.NoiseContext(sr, babble, Path(alsa_noise))
@@ -386,7 +390,7 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
         "snr_definition": "10*log10(P_speech/P_noise): P_speech = mean power of the clean signal's 20 ms frames "
                           "within 40 dB of its loudest frame; P_noise = mean power of (noisy - clean) over the file",
         "speakers": {s: {spk: v.to_dict() for spk, v in speakers[s].items()} for s in speakers},
-        "babble_voices": {s: [v.to_dict() for v in _babble_voices(s, p, seed, s == "train" and bool(piper_speakers))]
+        "babble_voices": {s: [v.to_dict() for v in babble_voices(s, p, seed, s == "train" and bool(piper_speakers))]
                           for s, p in (("train", train_pool), ("test", test_pool))
                           if any(nz in N.NEEDS_BABBLE for nz in noises[s])},
         "noises": noises,
@@ -413,8 +417,8 @@ def _make_pair(out: Path, folders: Dict[str, str], voice: Voice, ctx: N.NoiseCon
                snr: float, levels_db: Sequence[float] = DEFAULT_LEVELS_DB) -> dict:
     """Synthesizes, mixes and writes one clean/noisy pair plus its transcript."""
     code = _SPLIT_CODE[split]
-    clean, text = _clean_utterance(voice, _rng(seed, code, spk_idx, utt, 2), sr, lo, hi, levels_db)
-    noise = N.make_noise(noise_type, len(clean), sr, _rng(seed, code, spk_idx, utt, 4), ctx)
+    clean, text = _clean_utterance(voice, seeded_rng(seed, code, spk_idx, utt, 2), sr, lo, hi, levels_db)
+    noise = N.make_noise(noise_type, len(clean), sr, seeded_rng(seed, code, spk_idx, utt, 4), ctx)
     clean, noisy = N.mix_at_snr(clean, noise, snr, sr)
     name = f"{spk}_{utt:03d}"
     write_audio_atomic(out / folders[f"clean_{split}"] / f"{name}.wav", clean, sr)

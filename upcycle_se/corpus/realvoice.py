@@ -32,7 +32,7 @@ import numpy as np
 
 from upcycle_se.audio import read_audio, resample_audio, write_audio_atomic
 from upcycle_se.corpus import noise as N
-from upcycle_se.corpus.build import TEST_NOISES, TEST_SNRS, _babble_utterance, _babble_voices, _rng
+from upcycle_se.corpus.build import TEST_NOISES, TEST_SNRS, babble_utterance, babble_voices, seeded_rng
 from upcycle_se.corpus.speech import base_voices, require_tools
 from upcycle_se.errors import UserError
 
@@ -130,16 +130,16 @@ def build_realvoice(out_dir: PathLike, *, sample_rate: int = 16000, seed: int = 
     babble: List[np.ndarray] = []
     if needs_babble:  # the corpus's test babble talkers: unseen in training
         _, test_pool = base_voices()
-        talkers = _babble_voices("test", test_pool, seed)
-        babble = [_babble_utterance(v, _rng(seed, 3, j, k, 6), sr)
+        talkers = babble_voices("test", test_pool, seed)
+        babble = [babble_utterance(v, seeded_rng(seed, 3, j, k, 6), sr)
                   for j, v in enumerate(talkers) for k in range(_BABBLE_PER_TALKER)]
     ctx = N.NoiseContext(sr, babble, Path(alsa_noise))
     lines, seconds = [], 0.0
     for c_idx, clip in enumerate(VOICE_CLIPS):
-        clean_full = load_clip(clip_dir / f"{clip}.wav", sr, _rng(seed, 3, c_idx, 2))
+        clean_full = load_clip(clip_dir / f"{clip}.wav", sr, seeded_rng(seed, 3, c_idx, 2))
         for n_idx, nz in enumerate(noises):
             for s_idx, snr in enumerate(config["snrs"]):
-                noise = N.make_noise(nz, len(clean_full), sr, _rng(seed, 3, c_idx, n_idx, s_idx, 4), ctx)
+                noise = N.make_noise(nz, len(clean_full), sr, seeded_rng(seed, 3, c_idx, n_idx, s_idx, 4), ctx)
                 clean, noisy = N.mix_at_snr(clean_full, noise, snr, sr)
                 name = realvoice_name(clip, nz, snr)
                 write_audio_atomic(out / CLEAN_DIR / f"{name}.wav", clean, sr)

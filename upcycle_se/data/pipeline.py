@@ -49,7 +49,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 
 from upcycle_se.audio import load_mono
 from upcycle_se.data.prepare import OPTIONS_FILE
-from upcycle_se.errors import ConfigError, DataError
+from upcycle_se.errors import ConfigError, DataError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def load_manifest(manifest_path: PathLike, data_root: Optional[PathLike] = None,
     try:
         entries = load_data_json(str(path), replacements)
     except ValueError as err:  # JSONDecodeError, or a lone brace in a path
-        raise DataError(f"{path}: not a valid manifest ({_first_line(err)})") from None
+        raise DataError(f"{path}: not a valid manifest ({first_line(err)})") from None
     except KeyError as err:
         raise DataError(f"{path}: uses the placeholder {{{err.args[0]}}} but no value was given for it "
                         f"(pass data_root=..., the corpus folder)") from None
@@ -377,8 +377,3 @@ def _recorded_data_root(folder: Path) -> Optional[str]:
             return json.load(f)["options"]["data_root"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

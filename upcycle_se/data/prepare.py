@@ -64,7 +64,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from upcycle_se.audio import AUDIO_EXTENSIONS, read_audio, resample_audio, write_audio_atomic
-from upcycle_se.errors import AudioError, ConfigError, DataError
+from upcycle_se.errors import AudioError, ConfigError, DataError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -426,7 +426,7 @@ def _probe(path: Path):
     try:
         info = sf.info(str(path))
     except Exception as err:  # noqa: BLE001 - soundfile raises several types for corrupt headers
-        raise AudioError(f"{path}: cannot be read as audio ({_first_line(err)})") from None
+        raise AudioError(f"{path}: cannot be read as audio ({first_line(err)})") from None
     if info.channels != 1:
         raise AudioError(f"{path}: has {info.channels} channels, expected mono")
     if info.frames <= 0:
@@ -497,7 +497,7 @@ def _speaker(speaker_fn: Callable[[str], str], uid: str) -> str:
     try:
         spk = speaker_fn(uid)
     except Exception as err:  # noqa: BLE001 - a user callable; report which id broke it
-        raise ConfigError(f"speaker_fn failed on id {uid!r}: {_first_line(err)}") from None
+        raise ConfigError(f"speaker_fn failed on id {uid!r}: {first_line(err)}") from None
     if not isinstance(spk, str) or not spk:
         raise ConfigError(f"speaker_fn returned {spk!r} for id {uid!r}; it must return a non-empty string")
     return spk
@@ -543,11 +543,6 @@ def _summarise(errors: List[str]) -> str:
         return errors[0]
     return f"{errors[0]} (and {len(errors) - 1} more unusable file(s): {'; '.join(errors[1:1 + _N_EXAMPLES])}" \
            f"{'; ...' if len(errors) > 1 + _N_EXAMPLES else ''})"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _read_json(path: Path) -> dict:

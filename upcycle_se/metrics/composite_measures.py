@@ -41,7 +41,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from upcycle_se.metrics.quality import _pesq_checked
+from upcycle_se.metrics.quality import pesq_aligned
 from upcycle_se.metrics.signals import MAX_LEN_DIFF_S, SAMPLE_RATE, SignalLike, align_pair, undefined
 
 # --- constants and where they come from -------------------------------------------------------------
@@ -96,7 +96,7 @@ def composite(ref: SignalLike, deg: SignalLike, pesq_score: Optional[float] = No
     """
     ref, deg = align_pair(ref, deg, max_len_diff_s)
     if pesq_score is None:
-        pesq_score = _pesq_checked(ref, deg)
+        pesq_score = pesq_aligned(ref, deg)
     llr_v, wss_v, seg_v = _ingredients(ref, deg, SAMPLE_RATE)
     csig, cbak, covl = composite_from_measures(llr_v, wss_v, seg_v, pesq_score)
     return {"csig": csig, "cbak": cbak, "covl": covl, "pesq": float(pesq_score),

@@ -35,8 +35,8 @@ from upcycle_se.errors import AudioError, UserError
 from upcycle_se.metrics.signals import MAX_LEN_DIFF_S, SAMPLE_RATE
 from upcycle_se.metrics.stats import (
     DEFAULT_METRICS,
-    _fmt,
-    _score_collect,
+    format_score,
+    score_pair_with_warnings,
     check_metrics,
     describe_rows,
     format_table,
@@ -79,9 +79,9 @@ class FolderEvaluation:
             header += [f"noisy_{m}" for m in self.metrics]
         rows = []
         for i, name in enumerate(self.files):
-            row = [name] + [_fmt(self.enhanced[i][m]) for m in self.metrics]
+            row = [name] + [format_score(self.enhanced[i][m]) for m in self.metrics]
             if self.noisy is not None:
-                row += [_fmt(self.noisy[i][m]) for m in self.metrics]
+                row += [format_score(self.noisy[i][m]) for m in self.metrics]
             rows.append(row)
         write_csv_atomic(path, header, rows)
 
@@ -224,7 +224,7 @@ def _score_files(clean: Path, enhanced: Path, noisy: Optional[Path], metrics: Tu
             rows.append(None)
             continue
         try:
-            row, messages = _score_collect(ref, _load(path), metrics, max_len_diff_s)
+            row, messages = score_pair_with_warnings(ref, _load(path), metrics, max_len_diff_s)
         except UserError as err:
             if str(err).startswith(str(path)):
                 raise

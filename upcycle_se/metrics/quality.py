@@ -54,7 +54,7 @@ def pesq_wb(ref: SignalLike, deg: SignalLike, max_len_diff_s: float = MAX_LEN_DI
     The score, or NaN (with a :class:`MetricWarning`) where PESQ is undefined (see the module table).
     """
     ref, deg = align_pair(ref, deg, max_len_diff_s)
-    return _pesq_checked(ref, deg)
+    return pesq_aligned(ref, deg)
 
 
 def stoi(ref: SignalLike, deg: SignalLike, extended: bool = False,
@@ -68,10 +68,10 @@ def stoi(ref: SignalLike, deg: SignalLike, extended: bool = False,
     max_len_diff_s : see :func:`upcycle_se.metrics.signals.align_pair`.
     """
     ref, deg = align_pair(ref, deg, max_len_diff_s)
-    return _stoi_checked(ref, deg, extended)
+    return stoi_aligned(ref, deg, extended)
 
 
-def _pesq_checked(ref: np.ndarray, deg: np.ndarray) -> float:
+def pesq_aligned(ref: np.ndarray, deg: np.ndarray) -> float:
     """PESQ on an already aligned float64 pair, with the failure modes turned into NaN + warning."""
     if ref.size < PESQ_MIN_SAMPLES:
         return undefined(f"PESQ undefined: {ref.size / SAMPLE_RATE:.3f} s is shorter than P.862's 0.25 s minimum")
@@ -88,7 +88,7 @@ def _pesq_checked(ref: np.ndarray, deg: np.ndarray) -> float:
         return undefined(f"PESQ undefined: {err}")
 
 
-def _stoi_checked(ref: np.ndarray, deg: np.ndarray, extended: bool) -> float:
+def stoi_aligned(ref: np.ndarray, deg: np.ndarray, extended: bool) -> float:
     """(E)STOI on an already aligned float64 pair; pystoi's 1e-5 'not enough frames' sentinel becomes NaN."""
     if is_silent(ref):
         return undefined(f"{'ESTOI' if extended else 'STOI'} undefined: the reference is silent")

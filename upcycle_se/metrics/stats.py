@@ -27,7 +27,7 @@ from speechbrain.utils.metric_stats import MetricStats
 
 from upcycle_se.errors import AudioError, UserError
 from upcycle_se.metrics.composite_measures import composite
-from upcycle_se.metrics.quality import _pesq_checked, _stoi_checked
+from upcycle_se.metrics.quality import pesq_aligned, stoi_aligned
 from upcycle_se.metrics.signals import MAX_LEN_DIFF_S, MetricWarning, SignalLike, align_pair
 
 #: Every measure QualityStats knows, in report order. ``ssnr`` is composite.m's segmental SNR (dB);
@@ -60,13 +60,13 @@ def score_pair(ref: SignalLike, deg: SignalLike, metrics: Iterable[str] = DEFAUL
     ref, deg = align_pair(ref, deg, max_len_diff_s)
     out: Dict[str, float] = {}
     needs_pesq = "pesq" in metrics or {"csig", "cbak", "covl"} & set(metrics)
-    pesq_value = _pesq_checked(ref, deg) if needs_pesq else math.nan
+    pesq_value = pesq_aligned(ref, deg) if needs_pesq else math.nan
     comp = composite(ref, deg, pesq_score=pesq_value) if _COMPOSITE_KEYS & set(metrics) else {}
     for name in metrics:
         if name == "pesq":
             out[name] = pesq_value
         elif name in ("stoi", "estoi"):
-            out[name] = _stoi_checked(ref, deg, extended=name == "estoi")
+            out[name] = stoi_aligned(ref, deg, extended=name == "estoi")
         else:
             out[name] = comp[name]
     return out
@@ -83,9 +83,10 @@ def check_metrics(metrics: Iterable[str]) -> Tuple[str, ...]:
     return names
 
 
-def _score_collect(ref: np.ndarray, deg: np.ndarray, metrics: Tuple[str, ...],
-                   max_len_diff_s: float) -> Tuple[Dict[str, float], List[str]]:
-    """score_pair in a worker: returns the scores and the warning messages, for the parent to re-emit."""
+def score_pair_with_warnings(ref: np.ndarray, deg: np.ndarray, metrics: Tuple[str, ...],
+                             max_len_diff_s: float) -> Tuple[Dict[str, float], List[str]]:
+    """:func:`score_pair` that returns its :class:`MetricWarning` messages instead of emitting them, so a
+    worker process can hand them to the parent to re-emit."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MetricWarning)
         row = score_pair(ref, deg, metrics, max_len_diff_s)
@@ -176,9 +177,9 @@ class QualityStats(MetricStats):
         pending, self._pending = self._pending, []
         jobs = [job for _, job in pending]
         if self.n_jobs == 1 or len(jobs) == 1:
-            results = [_score_collect(*job) for job in jobs]
+            results = [score_pair_with_warnings(*job) for job in jobs]
         else:
-            results = Parallel(n_jobs=self.n_jobs)(delayed(_score_collect)(*job) for job in jobs)
+            results = Parallel(n_jobs=self.n_jobs)(delayed(score_pair_with_warnings)(*job) for job in jobs)
         for (uid, _), (row, messages) in zip(pending, results):
             for msg in messages:
                 warnings.warn(f"{uid}: {msg}", MetricWarning, stacklevel=2)
@@ -242,7 +243,7 @@ class QualityStats(MetricStats):
 
     def write_csv(self, path: Union[str, os.PathLike]) -> None:
         """Writes one row per utterance, columns ``file,<metric>...`` (NaN as ``nan``); atomically."""
-        rows = [[uid] + [_fmt(row[m]) for m in self.metrics] for uid, row in zip(self.ids, self.scores)]
+        rows = [[uid] + [format_score(row[m]) for m in self.metrics] for uid, row in zip(self.ids, self.scores)]
         write_csv_atomic(path, ["file", *self.metrics], rows)
 
 
@@ -333,7 +334,8 @@ def write_csv_atomic(path: Union[str, os.PathLike], header: Sequence[str], rows:
         raise
 
 
-def _fmt(value: float) -> str:
+def format_score(value: float) -> str:
+    """A score as a CSV/table cell: 6 significant digits, ``nan`` for an undefined one."""
     return "nan" if value is None or math.isnan(value) else f"{value:.6g}"
 
 
