@@ -15,7 +15,7 @@ CPU time of a 10 s input on the development machine). :func:`keep_freed_memory` 
 large blocks from its heap and to keep freed memory for reuse, which removes those faults. The cost is a
 resident set that stays at its high-water mark (about +20 % peak RSS measured on the paper generator),
 which is why this is an explicit opt-in for inference processes rather than something importing
-:mod:`upcycle_se` does. ``benchmarks/speed.py`` measures the gain.
+:mod:`upcycle_se` does. ``python -m benchmarks.speed`` measures the gain (its allocator table).
 
 Authors
  * upcycle-se contributors 2025
