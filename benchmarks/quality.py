@@ -7,6 +7,11 @@ Usage::
     python benchmarks/quality.py --budget gpu [--work DIR]     # paper preset; run where a GPU is lent
     python benchmarks/quality.py --budget tiny --work DIR --results OUT.md   # seconds; used by the tests
 
+Budgets (``BUDGETS``): ``cpu`` (2-core CPU, the paper's four systems; made the packaged ``small``), ``gpu``
+(the paper's configuration), ``finetune`` (made the packaged ``default``), ``unpaired_pauses_long`` (made
+the packaged ``unpaired``) and ``tiny`` (the tests). ``finetune`` and ``unpaired_pauses_long`` train on from
+the starting points ``FINETUNE_FROM`` and ``UNPAIRED_PAUSES_FROM``.
+
 Steps (each one reused when its output already exists in ``--work``, so an interrupted run resumes):
 
 1. build the synthetic corpus (``upcycle_se.corpus.build.build_preset``, fixed seed) -- part of the benchmark;
@@ -104,22 +109,18 @@ class Budget:
     bf16: bool = False  # train with --precision=bf16 where the CPU has bf16 hardware (fp32 elsewhere)
 
 
-#: The model the `finetune` budget starts from: the session budget's paired_l1_base, as shipped.
+#: The model the `finetune` budget starts from: `base_supervised` (4,200 steps of paired L1 on the base generator).
 FINETUNE_FROM = REPO / "upcycle_se" / "pretrained" / "base_supervised"
-#: The model the `unpaired_long` budget starts from: the `unpaired_base` budget's opt-in row, as shipped.
-UNPAIRED_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired"
-#: The model the `unpaired_pauses_long` budget starts from: the `unpaired_pauses` budget's model, as shipped.
+#: The model the `unpaired_pauses_long` budget starts from: `base_unpaired_pauses` (2,700 unpaired steps).
 UNPAIRED_PAUSES_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses"
-#: The model the `unpaired_pauses_more` budget starts from: the `unpaired_pauses_long` budget's model, as shipped.
-UNPAIRED_PAUSES_LONG_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses_long"
-#: The opt-in unpaired options of the `unpaired_base` budget on the base generator: remixed pseudo-pairs at
-#: SNRs in [-5, 20] dB, identity decayed over 600 steps, clean-side cycle only.
+#: The opt-in unpaired options the shipped unpaired model's first stage trained with, on the base generator:
+#: remixed pseudo-pairs at SNRs in [-5, 20] dB, identity decayed over 600 steps, clean-side cycle only.
 UNPAIRED_LEAN_BASE = {"generator_preset": "base", "remix_weight": "20", "remix_snr": "[-5,20]",
                       "identity_decay_steps": "600", "noisy_cycle_scale": "0"}
 
 
 def _unpaired_ft(start: Path, **options: str) -> Dict[str, str]:
-    """The `UNPAIRED_LEAN_BASE` options for training on from the shipped unpaired model ``start``, plus ``options``.
+    """The `UNPAIRED_LEAN_BASE` options for training on from the starting point ``start``, plus ``options``.
 
     Its identity weight is spent: ``identity_decay_steps`` 1 keeps the paper's weight for the first update only.
     """
@@ -132,128 +133,28 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     System("paired", "Up-Cycle-SENet, paired, L1+GAN", "paired", "l1gan"),
     System("paired_magnitude", "Up-Cycle-SENet, paired, L1+GAN, magnitude mask (ablation)", "paired", "l1gan",
            mask_type="magnitude"),
-    # Opt-in, beyond the paper: the identity weight decays to 0 over the first 1000 generator updates.
-    System("unpaired_shuffle_iddecay", "Up-Cycle-SENet, unpaired (shuffled pairs), GAN, identity decayed "
-           "over 1000 steps (opt-in)", "shuffle", "gan", extra={"identity_decay_steps": "1000"}),
-    # The `session` budget's two systems: what a 2-core CPU trains within one session (measured 111 and 60 min).
-    # Supervised L1 only (no discriminators, no cycle) costs one generator pass per step instead of six
-    # passes plus two discriminators: measured 0.85 s against 5.5 s per step (base, batch 4 x 1 s, 1 thread).
-    System("paired_l1_base", "Up-Cycle-SENet generator (base), paired, supervised L1 only", "paired", "l1",
-           extra={"generator_preset": "base"}, n_epochs=10, n_epochs_decay=4),
-    System("unpaired_shuffle_iddecay_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, identity "
-           "decayed over 600 steps (opt-in)", "shuffle", "gan",
-           extra={"generator_preset": "small", "identity_decay_steps": "600"}, n_epochs=2, n_epochs_decay=1),
-    # The paired reference of unpaired_shuffle_iddecay_small at the same budget (small generator, 900 steps),
-    # for the "half of the paired gain at equal steps" comparison: `--budget session --systems paired_l1_small`.
-    System("paired_l1_small", "Up-Cycle-SENet generator (small), paired, supervised L1 only", "paired", "l1",
-           extra={"generator_preset": "small"}, n_epochs=2, n_epochs_decay=1),
-    # The `unpaired` budget: the paper's unpaired setting and opt-in options beyond the paper, at the same
-    # 900 steps as paired_l1_small, the paired reference, in one run. The noisy-side
-    # cycle dropped (noisy_cycle_scale 0; the deterministic clean->noisy generator can only give back a noisy
-    # input's noise if the enhancer keeps it), with the paper's clean->noisy spectrum map and with the
-    # residual one that adds to its input.
-    System("unpaired_shuffle_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, the paper's "
-           "settings", "shuffle", "gan", extra={"generator_preset": "small"}, n_epochs=2, n_epochs_decay=1),
-    System("unpaired_cleancycle_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, identity decayed "
-           "over 600 steps, clean-side cycle only (opt-in)", "shuffle", "gan",
-           extra={"generator_preset": "small", "identity_decay_steps": "600", "noisy_cycle_scale": "0"},
-           n_epochs=2, n_epochs_decay=1),
-    System("unpaired_cleancycle_res_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, identity "
-           "decayed over 600 steps, clean-side cycle only, residual clean->noisy generator (opt-in)", "shuffle",
-           "gan", extra={"generator_preset": "small", "identity_decay_steps": "600", "noisy_cycle_scale": "0",
-                         "c2n_mode": "residual"}, n_epochs=2, n_epochs_decay=1),
-    # Opt-in, beyond the paper: the paper's unpaired setting plus the supervised L1 on remixed pseudo-pairs
-    # (clean crops + the enhancer's own noise estimates of the noisy crops; LossConfig.remix_weight).
-    System("unpaired_remix_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, + L1 on remixed "
-           "pseudo-pairs, weight 20 (opt-in)", "shuffle", "gan",
-           extra={"generator_preset": "small", "remix_weight": "20"}, n_epochs=2, n_epochs_decay=1),
-    # The same at SNRs drawn from the corpus's training range instead of the estimated ones (an enhancer near
-    # the identity estimates little noise, so its estimated SNRs are high).
-    System("unpaired_remixsnr_small", "Up-Cycle-SENet (small), unpaired (shuffled pairs), GAN, + L1 on remixed "
-           "pseudo-pairs at SNRs in [-5, 20] dB, weight 20 (opt-in)", "shuffle", "gan",
-           extra={"generator_preset": "small", "remix_weight": "20", "remix_snr": "[-5,20]"},
-           n_epochs=2, n_epochs_decay=1),
-    # The `unpaired_base` budget: the base generator, 1,800 steps each. The paper's unpaired setting; the best
-    # unpaired options so far together (remixed pseudo-pairs at [-5, 20] dB, identity decayed over 600 steps,
-    # clean-side cycle only: the last two also save three of the seven generator passes of a step, measured
-    # 2.2 s against 3.7 s per bf16 step on an Intel Xeon with AMX); and the paired reference at equal steps.
-    System("unpaired_shuffle_base", "Up-Cycle-SENet (base), unpaired (shuffled pairs), GAN, the paper's settings",
-           "shuffle", "gan", extra={"generator_preset": "base"}),
-    System("unpaired_remixsnr_lean_base", "Up-Cycle-SENet (base), unpaired (shuffled pairs), GAN, + L1 on remixed "
-           "pseudo-pairs at SNRs in [-5, 20] dB, identity decayed over 600 steps, clean-side cycle only (opt-in)",
-           "shuffle", "gan", extra=UNPAIRED_LEAN_BASE),
-    System("paired_l1_base_eq", "Up-Cycle-SENet generator (base), paired, supervised L1 only, the unpaired "
-           "systems' steps", "paired", "l1", extra={"generator_preset": "base"}),
-    # The `unpaired_long` budget's two systems: the packaged `unpaired` model (unpaired_remixsnr_lean_base, which
-    # never saw a clean/noisy pair) trained on with the same opt-in losses, at half the lr (validation PESQ
-    # swung by up to 0.07 between epochs at 1e-3). Its identity weight is spent: identity_decay_steps 1 keeps
-    # the paper's weight for the first update only (a restarted decay would brake a model that has already
-    # left the identity). Only the noisy->clean generator is loaded; the clean->noisy one and the
-    # discriminators start afresh. The second system also compresses the spectra of the remix L1 (power 0.3,
-    # the option that gave the packaged supervised model +0.08 PESQ over its control).
-    System("unpaired_remixsnr_lean_base_ft", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
-           "trained on with its opt-in losses at lr 5e-4", "shuffle", "gan",
-           extra=_unpaired_ft(UNPAIRED_FROM)),
-    System("unpaired_remixsnr_lean_c_base_ft", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
-           "trained on with its opt-in losses at lr 5e-4, remix L1 on compressed spectra (power 0.3)", "shuffle",
-           "gan", extra=_unpaired_ft(UNPAIRED_FROM, spectral_compress="0.3")),
-    # The `unpaired_ema` budget's two systems: the `unpaired_long` control (the packaged `unpaired` model trained
-    # on with its opt-in losses at lr 5e-4) with an exponential moving average of the generator's weights
-    # (decay 0.998, about the last 500 steps) for validation, test and export (opt-in); the second system
-    # also takes the remixed noise estimates from that average (a mean teacher, as RemixIT does).
-    System("unpaired_remixsnr_lean_base_ema", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
-           "trained on at lr 5e-4, weight average (EMA 0.998) evaluated", "shuffle", "gan",
-           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998")),
-    System("unpaired_remixsnr_lean_base_emat", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
-           "trained on at lr 5e-4, weight average (EMA 0.998) evaluated and the remix teacher", "shuffle", "gan",
-           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998", remix_teacher="ema")),
-    # The `unpaired_disc` budget's two systems: the `unpaired_ema` setting with the paper's discriminators (MelGAN
-    # sizes, 3 waveform scales, 16.9 M parameters each) instead of the small single-scale ones (0.12 M) the CPU
-    # budgets used so far; the second also halves the remix weight, so that the adversarial and cycle terms
-    # weigh relatively twice as much. Only the noisy->clean generator is loaded: the discriminators start afresh.
-    System("unpaired_remixsnr_lean_base_ema_pd", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
-           "trained on at lr 5e-4, EMA 0.998, the paper's discriminators", "shuffle", "gan",
-           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998", discriminator_preset="paper", n_scales="3")),
-    System("unpaired_remix10_lean_base_ema_pd", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` model "
-           "trained on at lr 5e-4, EMA 0.998, the paper's discriminators, remix weight 10", "shuffle", "gan",
-           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998", discriminator_preset="paper", n_scales="3",
-                              remix_weight="10")),
-    # The `unpaired_pauses` budget's system: the `unpaired_ema` setting with the remixed noise mined from the noisy
-    # crops' quietest windows instead of the enhancer's estimate (opt-in remix_noise=pauses): on 1 s training
-    # crops that noise holds the true noise at +8.6 dB SI-SNR against +0.3 dB for the estimate.
-    System("unpaired_remixsnr_lean_base_ema_pauses", "Up-Cycle-SENet (base), unpaired, the packaged `unpaired` "
-           "model trained on at lr 5e-4, EMA 0.998, remixed noise mined from pauses", "shuffle", "gan",
-           extra=_unpaired_ft(UNPAIRED_FROM, ema_decay="0.998", remix_noise="pauses")),
-    # The `unpaired_pauses_long` budget's two systems: the `unpaired_pauses` model (still rising on validation
-    # after its 900 steps) trained on with the same setting for 1,800 more steps, the last third with the lr
-    # decayed linearly; and the same with the remix weight doubled (the pseudo-pairs built from mined pauses
-    # are close to true pairs, so the supervised-like term might be worth more; measured: +0.003 PESQ, no
-    # real difference).
-    System("unpaired_pauses_base_ft", "Up-Cycle-SENet (base), unpaired, the `unpaired_pauses` model trained on "
+    # The `unpaired_pauses_long` budget's two systems: `base_unpaired_pauses` trained on with its own setting
+    # (EMA 0.998, remixed noise mined from pauses) for 1,800 more steps, the last third with the lr decayed
+    # linearly; and the same with the remix weight doubled (shipped as `unpaired`).
+    System("unpaired_pauses_base_ft", "Up-Cycle-SENet (base), unpaired, `base_unpaired_pauses` trained on "
            "with its setting (EMA 0.998, remixed noise mined from pauses) at lr 5e-4", "shuffle", "gan",
            extra=_unpaired_ft(UNPAIRED_PAUSES_FROM, ema_decay="0.998", remix_noise="pauses")),
-    System("unpaired_pauses40_base_ft", "Up-Cycle-SENet (base), unpaired, the `unpaired_pauses` model trained on "
+    System("unpaired_pauses40_base_ft", "Up-Cycle-SENet (base), unpaired, `base_unpaired_pauses` trained on "
            "with its setting at lr 5e-4, remix weight 40", "shuffle", "gan",
            extra=_unpaired_ft(UNPAIRED_PAUSES_FROM, ema_decay="0.998", remix_noise="pauses", remix_weight="40")),
-    # The `unpaired_pauses_more` budget's system: the `unpaired_pauses_long` model (validation still rising in its
-    # last epoch) trained on with its setting for 900 more steps.
-    System("unpaired_pauses40_base_ft2", "Up-Cycle-SENet (base), unpaired, the `unpaired_pauses_long` model "
-           "trained on with its setting (remix weight 40) at lr 5e-4", "shuffle", "gan",
-           extra=_unpaired_ft(UNPAIRED_PAUSES_LONG_FROM, ema_decay="0.998", remix_noise="pauses",
-                              remix_weight="40")),
-    # The `finetune` budget's two systems: the session budget's supervised model trained on at a lower lr, with
-    # the paper's linear spectral loss (the control) and with power-law compressed spectra (opt-in, 0.3).
+    # The `finetune` budget's two systems: `base_supervised` trained on at a lower lr, with the paper's linear
+    # spectral loss (the control) and with power-law compressed spectra (opt-in, 0.3; shipped as `default`).
     System("paired_l1_base_ft", "Up-Cycle-SENet generator (base), paired, supervised L1, fine-tuned from "
-           "paired_l1_base at lr 3e-4 (control)", "paired", "l1",
+           "base_supervised at lr 3e-4 (control)", "paired", "l1",
            extra={"generator_preset": "base", "init_from": str(FINETUNE_FROM)}),
     System("paired_l1c_base_ft", "Up-Cycle-SENet generator (base), paired, supervised L1 on compressed spectra "
-           "(power 0.3, opt-in), fine-tuned from paired_l1_base at lr 3e-4", "paired", "l1",
+           "(power 0.3, opt-in), fine-tuned from base_supervised at lr 3e-4", "paired", "l1",
            extra={"generator_preset": "base", "init_from": str(FINETUNE_FROM), "spectral_compress": "0.3"}),
 )}
 
 def _unpaired_ft_budget(name: str, systems: List[str], n_epochs: int = 2, n_epochs_decay: int = 1,
                         parallel: int = 2) -> Budget:
-    """A budget that trains on from a shipped unpaired model: batch 4 x 1 s, lr 5e-4, 16 validation files per
+    """A budget that trains on from an unpaired starting point: batch 4 x 1 s, lr 5e-4, 16 validation files per
     held-out speaker, bf16 where the CPU has it, the 2 cores shared by ``parallel`` trainings."""
     return Budget(name, "broad_benchmark", "hparams/upcycle_small.yaml", systems, n_epochs=n_epochs,
                   n_epochs_decay=n_epochs_decay, batch_size=4, crop_samples=16000, lr=5e-4, valid_utts_per_speaker=16,
@@ -271,83 +172,17 @@ BUDGETS: Dict[str, Budget] = {
     # The paper's configuration (hparams/upcycle.yaml: 9.3 M-parameter generator, 70 + 30 epochs, 2 s crops)
     # on the full-size synthetic corpus. Run where a GPU is lent.
     "gpu": Budget("gpu", "full", "hparams/upcycle.yaml", PAPER_SYSTEMS, device="cuda:0"),
-    # Hours, not minutes, on a 2-core CPU: the `base` generator (1.79 M parameters) on the broad-noise corpus
-    # with Piper pseudo-speakers, 1 s crops, batch 4, 8 + 4 epochs of every training utterance (several
-    # thousand optimizer steps per system); paired, the paper's unpaired setting and the opt-in identity
-    # decay side by side on the same budget. bf16 autocast where the CPU has bf16 hardware. Resumable:
-    # rerun the same command after an interruption (finished systems are reused, train.py resumes from
-    # its last checkpoint, mid-epoch included). Keep --work outside the checkout for runs that span sessions.
-    "quality": Budget("quality", "broad_benchmark", "hparams/upcycle_small.yaml",
-                      ["paired", "unpaired_shuffle", "unpaired_shuffle_iddecay"], n_epochs=8, n_epochs_decay=4,
-                      batch_size=4, crop_samples=16000, lr=1e-3, valid_utts_per_speaker=4, equal_steps=False,
-                      parallel=2, threads=1, bf16=True,
-                      # intra-epoch checkpoints every 10 min: an interruption loses minutes, not an epoch
-                      extra={"generator_preset": "base", "ckpt_interval_minutes": "10"}),
-    # One working session (under 2 hours) on a 2-core CPU, the quality budget's corpus: the candidate
-    # packaged model (base generator, supervised, 4,200 steps) beside the unpaired method (small generator,
-    # 900 cycle-GAN steps), side by side with one thread each. Resumable like `quality`.
-    "session": Budget("session", "broad_benchmark", "hparams/upcycle_small.yaml",
-                      ["paired_l1_base", "unpaired_shuffle_iddecay_small"], batch_size=4, crop_samples=16000,
-                      lr=1e-3, valid_utts_per_speaker=8, equal_steps=False, parallel=2, threads=1,
-                      extra={"ckpt_interval_minutes": "10"}),
-    # A second session on top of `session`: its shipped supervised model trained on for 16 + 8 epochs
-    # (7,200 steps) at lr 3e-4 (it swung from epoch to epoch at 1e-3), with and without compressed spectra,
-    # side by side, in bf16 where the CPU has it (measured 1.6x per step for the base generator's L1 step,
-    # 1 thread, Zen 5).
+    # The packaged `default`: `base_supervised` trained on for 16 + 8 epochs (7,200 steps) at lr 3e-4, with and
+    # without compressed spectra, side by side, one thread each, in bf16 where the CPU has it.
     "finetune": Budget("finetune", "broad_benchmark", "hparams/upcycle_small.yaml",
                        ["paired_l1_base_ft", "paired_l1c_base_ft"], n_epochs=16, n_epochs_decay=8, batch_size=4,
                        crop_samples=16000, lr=3e-4, valid_utts_per_speaker=8, equal_steps=False, parallel=2,
                        threads=1, bf16=True, extra={"ckpt_interval_minutes": "10"}),
-    # The unpaired method against its paired reference at equal steps (issue 12's unpaired target), one
-    # session on a 2-core CPU: the small generator, 900 steps each (2 + 1 epochs of batch 4 x 1 s), the
-    # session budget's corpus; the paper's unpaired setting, the opt-in remixed pseudo-pair L1, and supervised
-    # L1 side by side, one thread each, bf16 where the CPU has it (measured on an Intel Xeon with AMX: 2.4 s
-    # against 3.8 s per paper step). The opt-in clean-side cycle (unpaired_cleancycle_res_small, +0.04 in
-    # the fp32 run of 2026-12-02) is left out of the default list: add it with --systems.
-    "unpaired": Budget("unpaired", "broad_benchmark", "hparams/upcycle_small.yaml",
-                       ["unpaired_shuffle_small", "unpaired_remix_small", "unpaired_remixsnr_small",
-                        "paired_l1_small"],
-                       batch_size=4, crop_samples=16000, lr=1e-3, valid_utts_per_speaker=8, equal_steps=False,
-                       parallel=2, threads=1, bf16=True, extra={"ckpt_interval_minutes": "10"}),
-    # The unpaired method on the base generator, three times the `unpaired` budget's steps (4 + 2 epochs,
-    # 1,800 steps of batch 4 x 1 s), one session on a 2-core CPU: the paper's unpaired setting beside the
-    # best opt-in unpaired options and the paired reference at equal steps, one thread each, bf16 where the
-    # CPU has it. Listed longest first so that the short paired run takes the slot the opt-in run frees.
-    "unpaired_base": Budget("unpaired_base", "broad_benchmark", "hparams/upcycle_small.yaml",
-                            ["unpaired_shuffle_base", "unpaired_remixsnr_lean_base", "paired_l1_base_eq"],
-                            n_epochs=4, n_epochs_decay=2, batch_size=4, crop_samples=16000, lr=1e-3,
-                            valid_utts_per_speaker=8, equal_steps=False, parallel=2, threads=1, bf16=True,
-                            extra={"ckpt_interval_minutes": "10"}),
-    # The `unpaired_base` budget's opt-in row trained on: 5 + 2 more epochs (2,100 steps of batch 4 x 1 s, 3,900
-    # in all) at lr 5e-4, with and without compressed remix spectra, side by side, one thread each, bf16
-    # where the CPU has it. The checkpoint is chosen on 32 validation files rather than 16: the `unpaired_base`
-    # run chose epoch 3 of 6 on a 0.03 validation PESQ margin.
-    "unpaired_long": Budget("unpaired_long", "broad_benchmark", "hparams/upcycle_small.yaml",
-                            ["unpaired_remixsnr_lean_base_ft", "unpaired_remixsnr_lean_c_base_ft"],
-                            n_epochs=5, n_epochs_decay=2, batch_size=4, crop_samples=16000, lr=5e-4,
-                            valid_utts_per_speaker=16, equal_steps=False, parallel=2, threads=1, bf16=True,
-                            extra={"ckpt_interval_minutes": "10"}),
-    # The `unpaired_long` run's validation PESQ swung by about 0.05 from epoch to epoch and its best-validation
-    # checkpoint tied its start on test: the same fine-tuning, 2 + 1 epochs (900 steps), with the generator's
-    # weight average evaluated, and with it also as the remix teacher; one thread each, bf16 where the CPU has it.
-    "unpaired_ema": _unpaired_ft_budget("unpaired_ema", ["unpaired_remixsnr_lean_base_ema",
-                                                         "unpaired_remixsnr_lean_base_emat"]),
-    # The `unpaired_ema` setting with the paper's discriminators instead of the small single-scale ones; with the
-    # remix weight 20 and 10. Same steps, lr, validation and test as `unpaired_ema`.
-    "unpaired_disc": _unpaired_ft_budget("unpaired_disc", ["unpaired_remixsnr_lean_base_ema_pd",
-                                                           "unpaired_remix10_lean_base_ema_pd"]),
-    # The `unpaired_ema` budget's first system with remix_noise=pauses, alone with both threads; its control is
-    # that row (same test files). Same steps, lr, validation and test as `unpaired_ema`.
-    "unpaired_pauses": _unpaired_ft_budget("unpaired_pauses", ["unpaired_remixsnr_lean_base_ema_pauses"],
-                                           parallel=1),
-    # The `unpaired_pauses` model trained on for 4 + 2 epochs (1,800 steps; 4,500 unpaired steps in all), with
-    # the remix weight 20 and 40 side by side, one thread each; same lr, validation and test as `unpaired_pauses`.
+    # The packaged `unpaired`: `base_unpaired_pauses` trained on for 4 + 2 epochs (1,800 steps; 4,500 unpaired
+    # steps in all), with the remix weight 20 and 40 side by side, one thread each.
     "unpaired_pauses_long": _unpaired_ft_budget("unpaired_pauses_long", ["unpaired_pauses_base_ft",
                                                                          "unpaired_pauses40_base_ft"],
                                                 n_epochs=4, n_epochs_decay=2),
-    # The `unpaired_pauses_long` model (weight 40, shipped as `unpaired`) trained on for 2 + 1 epochs (900 steps,
-    # 5,400 unpaired steps in all), alone with both threads: does the rise continue?
-    "unpaired_pauses_more": _unpaired_ft_budget("unpaired_pauses_more", ["unpaired_pauses40_base_ft2"], parallel=1),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,
