@@ -21,6 +21,10 @@ The layers:
 - the two extended modules of Up-Cycle-SENet: :class:`ComplexResidualBlock` (pre-activation) and
   :class:`ComplexASPP` (atrous spatial pyramid pooling).
 
+How they run fast on CPU (oneDNN calls, channels-last layouts, batch norms folded into convolutions,
+in-place activations) and the bf16 workaround live in :mod:`upcycle_se.nnet.cpu_fastpaths`; this module
+holds the maths.
+
 Authors
  * upcycle-se contributors 2025
 """
@@ -32,12 +36,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from upcycle_se.nnet.cpu_fastpaths import (
+    activate,
+    bf16_backward_crashes,
+    channel_dim_last,
+    conv2d_fp32,
+    fold_into_conv,
+    is_channels_last,
+    onednn_pointwise_conv,
+    onednn_pointwise_ok,
+)
+
 IntPair = Union[int, Tuple[int, int]]
 
 __all__ = [
     "is_channels_last",
     "complex_split",
     "complex_cat",
+    "interleave_groups",
+    "deinterleave_groups",
     "ComplexConv2d",
     "ComplexConvTranspose2d",
     "ComplexBatchNorm2d",
@@ -72,25 +89,6 @@ def complex_split(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return x.chunk(2, dim=1)
 
 
-def is_channels_last(x: torch.Tensor) -> bool:
-    """True for a 4-D tensor stored channels-last (NHWC) rather than channels-first.
-
-    The layers keep whichever layout they are given: on CPU, oneDNN convolutions run markedly faster
-    channels-last (see ``benchmarks/RESULTS.md``), so :class:`upcycle_se.models.UpCycleGenerator` feeds
-    them channels-last maps there.
-    """
-    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def _channel_dim_last(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
-    """A view with the channel axis where the memory has it: ``(NHWC view, -1)`` for a channels-last
-    map, ``(x, 1)`` otherwise. Channel reorders done on the view keep the layout, and a permute back
-    (``.permute(0, 3, 1, 2)``) is free."""
-    if is_channels_last(x):
-        return x.permute(0, 2, 3, 1), -1
-    return x, 1
-
-
 def complex_cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Concatenates complex feature maps along channels, keeping reals first then imaginaries.
 
@@ -112,41 +110,31 @@ def complex_cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p[0] for p in parts] + [p[1] for p in parts], dim=1)
 
 
-def _interleave_groups(x: torch.Tensor, groups: int) -> torch.Tensor:
+def interleave_groups(x: torch.Tensor, groups: int) -> torch.Tensor:
     """``[B, (re|im) x groups x c, ...]`` -> ``[B, groups x (re|im) x c, ...]`` so that a real grouped
     convolution sees both parts of its group (identity for one group; keeps a channels-last layout)."""
     if groups == 1:
         return x
-    v, dim = _channel_dim_last(x)
+    v, dim = channel_dim_last(x)
     lead, ch, tail = v.shape[:dim % v.dim()], v.shape[dim], v.shape[dim % v.dim() + 1:]
     d = len(lead)
     out = v.reshape(*lead, 2, groups, ch // (2 * groups), *tail).transpose(d, d + 1).reshape(v.shape)
     return out.permute(0, 3, 1, 2) if dim == -1 else out
 
 
-def _deinterleave_groups(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Inverse of :func:`_interleave_groups`."""
+def deinterleave_groups(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Inverse of :func:`interleave_groups`."""
     if groups == 1:
         return x
-    v, dim = _channel_dim_last(x)
+    v, dim = channel_dim_last(x)
     lead, ch, tail = v.shape[:dim % v.dim()], v.shape[dim], v.shape[dim % v.dim() + 1:]
     d = len(lead)
     out = v.reshape(*lead, groups, 2, ch // (2 * groups), *tail).transpose(d, d + 1).reshape(v.shape)
     return out.permute(0, 3, 1, 2) if dim == -1 else out
 
 
-def _onednn_pointwise_ok(x: torch.Tensor) -> bool:
-    """Whether a 1x1 convolution of ``x`` may call oneDNN directly: float32 CPU maps, oneDNN enabled,
-    and not while tracing/compiling (exporters and compilers should see a plain ``conv2d``)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.dim() == 4
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-    )
+# The names these helpers had before they were public.
+_interleave_groups, _deinterleave_groups = interleave_groups, deinterleave_groups
 
 
 class _ComplexConvBase(nn.Module):
@@ -260,37 +248,21 @@ class ComplexConv2d(_ComplexConvBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 2*in_channels, freq, frames]`` -> ``[batch, 2*out_channels, freq', frames']``."""
-        y = self.conv(_interleave_groups(x, self.groups), self.block_weight(), self.block_bias())
-        return _deinterleave_groups(y, self.groups)
+        y = self.conv(interleave_groups(x, self.groups), self.block_weight(), self.block_bias())
+        return deinterleave_groups(y, self.groups)
 
     def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Union[torch.Tensor, None]) -> torch.Tensor:
-        """The real convolution with this layer's geometry and the given (block) ``weight`` and ``bias``."""
-        if self._pointwise and _onednn_pointwise_ok(x):
-            # torch sends single-threaded 1x1 convolutions of small batches to its generic GEMM path,
-            # which is ~2x slower than oneDNN's on AVX-512 CPUs; call oneDNN directly (same result).
-            return torch.mkldnn_convolution(x, weight, bias, [0, 0], [1, 1], [1, 1], self.groups)
+        """The real convolution with this layer's geometry and the given (block) ``weight`` and ``bias``
+        (on CPU through the fast paths of :mod:`upcycle_se.nnet.cpu_fastpaths`, same numbers)."""
+        if self._pointwise and onednn_pointwise_ok(x):
+            return onednn_pointwise_conv(x, weight, bias, self.groups)
         if self._bf16_backward_crashes(x, weight):
-            # In fp32, channels-last kept: oneDNN's fp32 kernel for these is fast and sound, whereas bf16 on a
-            # contiguous copy falls back to its reference kernel (measured ~2x slower for the whole layer).
-            with torch.autocast("cpu", enabled=False):
-                y = F.conv2d(x.float(), weight.float(), None if bias is None else bias.float(), self.stride,
-                             self.padding, self.dilation, self.groups)
-            return y.to(x.dtype)
+            return conv2d_fp32(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def _bf16_backward_crashes(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
-        """Whether this convolution would reach a oneDNN bf16 backward that crashes (torch 2.14.1, measured
-        on AVX512-BF16): grouped *and* dilated, channels-last, bf16 (autocast or bf16 tensors), gradients
-        recorded. A segmentation fault, not an exception, so it is routed around: such a layer (the ASPP
-        branches only) runs in fp32. Dilation 7 and above crashed, 2-6 did not; every dilation is routed, as
-        the bound may depend on the shape."""
-        if self.groups == 1 or max(self.dilation) == 1 or x.device.type != "cpu":
-            return False
-        if not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)):
-            return False
-        bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
-                                              and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-        return bf16 and is_channels_last(x)
+        """:func:`~upcycle_se.nnet.cpu_fastpaths.bf16_backward_crashes` for this layer's geometry."""
+        return bf16_backward_crashes(x, weight, self.groups, self.dilation)
 
     @property
     def _pointwise(self) -> bool:
@@ -330,7 +302,7 @@ class ComplexConvTranspose2d(_ComplexConvBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 2*in_channels, freq, frames]`` -> ``[batch, 2*out_channels, freq', frames']``."""
         y = F.conv_transpose2d(
-            _interleave_groups(x, self.groups),
+            interleave_groups(x, self.groups),
             self.block_weight(),
             self.block_bias(),
             self.stride,
@@ -339,7 +311,7 @@ class ComplexConvTranspose2d(_ComplexConvBase):
             self.groups,
             self.dilation,
         )
-        return _deinterleave_groups(y, self.groups)
+        return deinterleave_groups(y, self.groups)
 
 
 class ComplexBatchNorm2d(nn.Module):
@@ -469,28 +441,6 @@ class ComplexBatchNorm2d(nn.Module):
         return f"{self.num_features}, whitening={self.whitening}, eps={self.eps}, momentum={self.momentum}"
 
 
-def fold_into_conv(
-    weight: torch.Tensor, bias: Union[torch.Tensor, None], norm: ComplexBatchNorm2d
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The real convolution ``(weight, bias)`` followed by ``norm`` as one convolution.
-
-    ``weight`` is a block weight ``[2*C_out, ., kh, kw]`` whose output rows are in the usual
-    (re..., im...) order; ``norm`` must be :meth:`~ComplexBatchNorm2d.foldable`. Differentiable, so the
-    folded form also serves evaluation-mode passes that need gradients.
-    """
-    scale, shift = norm.folded_affine()
-    # In the weight's dtype: a bf16 U-Net keeps its norms' statistics in float32 and rounds the product once.
-    folded = (weight * scale.view(-1, 1, 1, 1)).to(weight.dtype)
-    return folded, (shift if bias is None else bias * scale + shift).to(weight.dtype)
-
-
-def _activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``act(x)`` for a freshly computed ``x``; in place when no gradient is recorded (saves a buffer)."""
-    if type(act) is ComplexLeakyReLU and not torch.is_grad_enabled():
-        return F.leaky_relu_(x, act.negative_slope)
-    return act(x)
-
-
 class ComplexLeakyReLU(nn.LeakyReLU):
     """Split LeakyReLU: applied to the real and the imaginary part separately (``[batch, 2*C, ...]``)."""
 
@@ -542,7 +492,7 @@ class ComplexDepthwiseSeparableConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 2*in_channels, freq, frames]`` -> ``[batch, 2*out_channels, freq', frames']``."""
-        return self.forward_interleaved(_interleave_groups(x, self.depthwise.groups))
+        return self.forward_interleaved(interleave_groups(x, self.depthwise.groups))
 
     def forward_interleaved(self, x: torch.Tensor, norm: Union[ComplexBatchNorm2d, None] = None) -> torch.Tensor:
         """:meth:`forward` on an input already in the depthwise layout ``(re_0, im_0, re_1, im_1, ...)``,
@@ -553,7 +503,7 @@ class ComplexDepthwiseSeparableConv2d(nn.Module):
         """
         dw, pw = self.depthwise, self.pointwise
         h = dw.conv(x, dw.block_weight(), None)
-        weight, bias = _interleave_groups(pw.block_weight(), dw.groups), pw.block_bias()  # reorders columns (dim 1)
+        weight, bias = interleave_groups(pw.block_weight(), dw.groups), pw.block_bias()  # reorders columns (dim 1)
         if norm is not None and norm.foldable():
             return pw.conv(h, *fold_into_conv(weight, bias, norm))
         h = pw.conv(h, weight, bias)
@@ -607,12 +557,12 @@ class ComplexResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 2*in_channels, freq, frames]`` -> ``[batch, 2*out_channels, freq, frames]``."""
-        h = _activate(self.act1, self.norm1(x))
+        h = activate(self.act1, self.norm1(x))
         if self.norm2.foldable():  # evaluation: norm2 merged into conv1
             h = self.conv1.conv(h, *fold_into_conv(self.conv1.block_weight(), self.conv1.block_bias(), self.norm2))
         else:
             h = self.norm2(self.conv1(h))
-        h = self.conv2(_activate(self.act2, h))
+        h = self.conv2(activate(self.act2, h))
         return h.add_(self.shortcut(x))  # in place on conv2's fresh output (autograd-safe)
 
 
@@ -690,12 +640,12 @@ class ComplexASPP(nn.Module):
         share of the pooled branch is a per-item bias (a 1x1 convolution of ``[batch, ., 1, 1]``) added
         to the projection of the other branches. The atrous branches share one depthwise reordering.
         """
-        pooled = _activate(self.pool_act, self.pool_conv(x.mean(dim=(2, 3), keepdim=True)))
+        pooled = activate(self.pool_act, self.pool_conv(x.mean(dim=(2, 3), keepdim=True)))
         branches = [x]
         if len(self.atrous):
-            x_dw = _interleave_groups(x, x.shape[1] // 2)
+            x_dw = interleave_groups(x, x.shape[1] // 2)
             for sep, norm, act in self.atrous:
-                branches.append(_activate(act, sep.forward_interleaved(x_dw, norm)))
+                branches.append(activate(act, sep.forward_interleaved(x_dw, norm)))
             del x_dw
         cat = complex_cat(branches)
         del branches  # only the concatenation is needed from here on (peak memory)
@@ -708,6 +658,6 @@ class ComplexASPP(nn.Module):
             w_rest, shift = fold_into_conv(w_rest, None, norm)
             w_pool = fold_into_conv(w_pool, None, norm)[0]
             y = proj.conv(cat, w_rest, shift)
-            return _activate(act, y.add_(proj.conv(pooled, w_pool, None)))
+            return activate(act, y.add_(proj.conv(pooled, w_pool, None)))
         y = proj.conv(cat, w_rest, None).add_(proj.conv(pooled, w_pool, None))
-        return _activate(act, norm(y))
+        return activate(act, norm(y))
