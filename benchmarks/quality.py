@@ -10,7 +10,7 @@ Usage::
 Budgets (``BUDGETS``): ``cpu`` (2-core CPU, the paper's four systems; made the packaged ``small``), ``gpu``
 (the paper's configuration), ``finetune`` (made the packaged ``default``), ``unpaired_pauses_long`` (made
 the packaged ``unpaired``) and ``tiny`` (the tests). ``finetune`` and ``unpaired_pauses_long`` train on from
-the starting points ``FINETUNE_FROM`` and ``UNPAIRED_PAUSES_FROM``.
+starting points kept outside the package, in ``benchmarks/starts/`` (``STARTS``).
 
 Steps (each one reused when its output already exists in ``--work``, so an interrupted run resumes):
 
@@ -109,10 +109,12 @@ class Budget:
     bf16: bool = False  # train with --precision=bf16 where the CPU has bf16 hardware (fp32 elsewhere)
 
 
+#: The benchmark's starting points: exported models that only these budgets train on from (not in the wheel).
+STARTS = REPO / "benchmarks" / "starts"
 #: The model the `finetune` budget starts from: `base_supervised` (4,200 steps of paired L1 on the base generator).
-FINETUNE_FROM = REPO / "upcycle_se" / "pretrained" / "base_supervised"
+FINETUNE_FROM = STARTS / "base_supervised"
 #: The model the `unpaired_pauses_long` budget starts from: `base_unpaired_pauses` (2,700 unpaired steps).
-UNPAIRED_PAUSES_FROM = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses"
+UNPAIRED_PAUSES_FROM = STARTS / "base_unpaired_pauses"
 #: The opt-in unpaired options the shipped unpaired model's first stage trained with, on the base generator:
 #: remixed pseudo-pairs at SNRs in [-5, 20] dB, identity decayed over 600 steps, clean-side cycle only.
 UNPAIRED_LEAN_BASE = {"generator_preset": "base", "remix_weight": "20", "remix_snr": "[-5,20]",

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,12 @@ def test_wheel_installs_and_runs_export_enhance_demo_from_elsewhere(tmp_path):
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", src], tmp_path, dict(os.environ))
     (wheel,) = (tmp_path / "dist").glob("upcycle_se-*.whl")
+    # The wheel carries the named models only; the benchmarks' starting points stay in benchmarks/starts/.
+    from upcycle_se.inference import PACKAGED_MODELS
+
+    with zipfile.ZipFile(wheel) as whl:
+        folders = {Path(n).parts[2] for n in whl.namelist() if n.startswith("upcycle_se/pretrained/")}
+    assert folders == set(PACKAGED_MODELS.values()), folders
     site = tmp_path / "site"
     run([*pip, "install", "--no-deps", "--target", site, wheel], tmp_path, dict(os.environ))
     shutil.rmtree(src)  # nothing may come from the source copy
