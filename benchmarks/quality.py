@@ -135,6 +135,10 @@ SYSTEMS: Dict[str, System] = {s.name: s for s in (
     System("paired", "Up-Cycle-SENet, paired, L1+GAN", "paired", "l1gan"),
     System("paired_magnitude", "Up-Cycle-SENet, paired, L1+GAN, magnitude mask (ablation)", "paired", "l1gan",
            mask_type="magnitude"),
+    # The authors' generator, scaled like the CPU budget's (paper_small, 2.33 M parameters), against the
+    # redesign's small preset in the same unpaired setting: the `fidelity` budget.
+    System("unpaired_shuffle_paper_small", "Up-Cycle-SENet, unpaired (shuffled pairs), GAN, the authors' "
+           "generator (paper_small)", "shuffle", "gan", extra={"generator_preset": "paper_small"}),
     # The `unpaired_pauses_long` budget's two systems: `base_unpaired_pauses` trained on with its own setting
     # (EMA 0.998, remixed noise mined from pauses) for 1,800 more steps, the last third with the lr decayed
     # linearly; and the same with the remix weight doubled (shipped as `unpaired`).
@@ -185,6 +189,12 @@ BUDGETS: Dict[str, Budget] = {
     "unpaired_pauses_long": _unpaired_ft_budget("unpaired_pauses_long", ["unpaired_pauses_base_ft",
                                                                          "unpaired_pauses40_base_ft"],
                                                 n_epochs=4, n_epochs_decay=2),
+    # The CPU budget's unpaired setting with the authors' generator (paper_small) beside the redesign's
+    # small one, at equal steps: what fidelity to their network costs or buys on a 2-core CPU.
+    "fidelity": Budget("fidelity", "benchmark", "hparams/upcycle_small.yaml",
+                       ["unpaired_shuffle", "unpaired_shuffle_paper_small"], n_epochs=2, n_epochs_decay=1,
+                       batch_size=2, crop_samples=8000, lr=1e-3, train_utts_per_speaker=8,
+                       valid_utts_per_speaker=10, parallel=2, threads=1, realvoice=False),
     # Seconds: for the tests only (one system, one epoch, the tiny corpus).
     "tiny": Budget("tiny", "tiny", "hparams/upcycle_small.yaml", ["paired"], n_epochs=1, n_epochs_decay=0,
                    batch_size=2, crop_samples=4000, lr=1e-3, valid_utts_per_speaker=2, threads=1,

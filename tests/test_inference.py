@@ -182,7 +182,7 @@ def test_export_is_atomic(recipe, tmp_path, monkeypatch):
         assert sorted(os.listdir(folder)) == [GENERATOR_FILE, HPARAMS_FILE]  # built beside, not in, out
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export, "_check_model_folder", interrupted)
+    monkeypatch.setattr(export, "check_model_folder", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_model(root, out, overwrite=True)
     assert (out / "marker").exists()  # the old export is untouched

@@ -39,7 +39,7 @@ def paper_gen():
 def test_paper_generator_size_and_defaults(paper_gen):
     n_params = count_parameters(paper_gen)
     assert n_params == 9_343_330  # the figure in the generator's docstring; the paper reports ~9.3 M
-    assert paper_gen.config == UpCycleGenerator.from_preset("paper").config
+    assert paper_gen.config == UpCycleGenerator.from_preset("redesign").config
     assert paper_gen.mode == "mask" and paper_gen.mask_type == "complex"
     cfg = paper_gen.config
     assert cfg["encoder_channels"] == [16, 16, 64, 256] and cfg["proj_kernel"] == [5, 7]

@@ -139,7 +139,8 @@ class UpCycleBrain(sb.Brain):
 
     def _write_model_config(self):
         gen = _unwrap(self.modules["gen_n2c"])
-        config = {"gen_n2c": gen.config, "sample_rate": int(self.hparams.sample_rate)}
+        config = {"gen_n2c": gen.config, "gen_n2c_class": type(gen).__name__,
+                  "sample_rate": int(self.hparams.sample_rate)}
         if self.loss_cfg.cycle:  # what the clean->noisy generator was, for tools that reload it
             config["gen_c2n"] = _unwrap(self.modules["gen_c2n"]).config
         path = Path(self.hparams.save_folder) / "model_config.json"
@@ -329,11 +330,13 @@ class UpCycleBrain(sb.Brain):
         )
 
     def _clip_and_step(self, optimizer, terms: Dict[str, torch.Tensor]):
-        """Clips the gradients and steps, unless their norm is not finite (clipping by a NaN norm would
+        """Clips the gradients (``max_grad_norm > 0``) and steps, unless their norm is not finite (clipping by a NaN norm would
         turn every parameter into NaN): then the update is skipped like a non-finite loss."""
         self.scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        # max_grad_norm <= 0: no clipping (the paper's); the norm is still computed for the finiteness check.
+        limit = self.max_grad_norm if self.max_grad_norm and self.max_grad_norm > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, limit)
         # With fp16 loss scaling, inf gradients are routine: the scaler skips those steps itself.
         if not self.scaler.is_enabled() and not self._finite_or_skip(norm, {**terms, "grad_norm": norm}):
             return

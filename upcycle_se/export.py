@@ -41,7 +41,7 @@ from upcycle_se.inference import (
     UpCycleEnhancement,
     unwrap_state_dict,
 )
-from upcycle_se.models import UpCycleGenerator, export_onnx
+from upcycle_se.models import GENERATOR_CLASSES, export_onnx
 
 #: The recipe's checkpoint file of the noisy->clean generator, and the JSON that rebuilds it.
 RECIPE_GENERATOR = "gen_n2c"
@@ -56,8 +56,11 @@ ONNX_FILE = "generator.onnx"
 #: on the small generator: about 1e-7 for a 0.3 peak, i.e. 3e-7 relative).
 ONNX_TOLERANCE = 1e-4
 
-# The line of the template under which export writes the generator's constructor arguments.
+# The line of the template under which export writes the generator's constructor arguments; export names
+# the run's generator class on it.
 _GENERATOR_LINE = "generator: !new:upcycle_se.models.UpCycleGenerator"
+#: ``model_config.json``'s key for the generator's class (absent in runs of the redesign only).
+RECIPE_GENERATOR_CLASS = "gen_n2c_class"
 
 
 #: The validation keys the recipes choose checkpoints by, in order: PESQ with a paired validation set,
@@ -124,7 +127,8 @@ def find_best_checkpoint(checkpoint: PathLike, ckpt_key: Optional[str] = None):
 
 
 def read_model_config(save_dir: PathLike) -> Tuple[dict, int]:
-    """``(generator kwargs, sample_rate)`` from the recipe's ``<save>/model_config.json``."""
+    """``(generator kwargs, sample_rate)`` from the recipe's ``<save>/model_config.json``; its class is
+    :func:`read_generator_class`'s."""
     path = Path(save_dir) / RECIPE_MODEL_CONFIG
     if not path.is_file():
         raise UserError(f"{path}: missing (the recipe writes it when training starts; it rebuilds the generator)")
@@ -139,16 +143,31 @@ def read_model_config(save_dir: PathLike) -> Tuple[dict, int]:
     return gen, sample_rate
 
 
-def render_hparams(template: str, generator_config: dict, sample_rate: int, header: Sequence[str] = ()) -> str:
-    """The model folder's ``hyperparams.yaml``: ``template`` with the generator's kwargs written under its
-    ``generator: !new:upcycle_se.models.UpCycleGenerator`` line, ``sample_rate`` set and ``header``
-    comment lines on top."""
+def read_generator_class(save_dir: PathLike) -> str:
+    """The generator class named in ``<save>/model_config.json`` (a key of
+    :data:`upcycle_se.models.GENERATOR_CLASSES`); ``UpCycleGenerator`` when the run records none."""
+    config = json.loads((Path(save_dir) / RECIPE_MODEL_CONFIG).read_text(encoding="utf-8"))
+    name = config.get(RECIPE_GENERATOR_CLASS, "UpCycleGenerator") if isinstance(config, dict) else None
+    if name not in GENERATOR_CLASSES:
+        raise ConfigError(f"{Path(save_dir) / RECIPE_MODEL_CONFIG}: unknown generator class {name!r} "
+                          f"(known: {', '.join(GENERATOR_CLASSES)})")
+    return name
+
+
+def render_hparams(template: str, generator_config: dict, sample_rate: int, header: Sequence[str] = (),
+                   generator_class: str = "UpCycleGenerator") -> str:
+    """The model folder's ``hyperparams.yaml``: ``template`` with its
+    ``generator: !new:upcycle_se.models.UpCycleGenerator`` line naming ``generator_class`` and the
+    generator's kwargs written under it, ``sample_rate`` set and ``header`` comment lines on top."""
+    if generator_class not in GENERATOR_CLASSES:
+        raise ConfigError(f"unknown generator class {generator_class!r} (known: {', '.join(GENERATOR_CLASSES)})")
     lines = template.splitlines()
     at = [i for i, line in enumerate(lines) if line.rstrip() == _GENERATOR_LINE]
     if len(at) != 1 or (at[0] + 1 < len(lines) and lines[at[0] + 1][:1] in (" ", "\t")):
         raise ConfigError(f"the inference template needs exactly one bare '{_GENERATOR_LINE}' line")
     kwargs = yaml.safe_dump(dict(generator_config), default_flow_style=False, sort_keys=False) \
         if generator_config else ""
+    lines[at[0]] = f"generator: !new:upcycle_se.models.{generator_class}"
     lines[at[0] + 1: at[0] + 1] = ["    " + line for line in kwargs.splitlines()]
     text, count = re.subn(r"^sample_rate:.*$", f"sample_rate: {int(sample_rate)}", "\n".join(lines) + "\n",
                           flags=re.MULTILINE)
@@ -212,6 +231,7 @@ def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = 
         _require_onnxruntime()
     ckpt, save_dir, n_scored = find_best_checkpoint(checkpoint, ckpt_key)
     gen_config, sample_rate = read_model_config(save_dir)
+    gen_class = read_generator_class(save_dir)
     out = Path(out).expanduser().absolute()
     if out == save_dir.absolute() or out in save_dir.absolute().parents:
         raise UserError(f"{out}: the export folder must not contain the checkpoints it exports")
@@ -224,30 +244,19 @@ def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = 
     score = (f"{ckpt_key} = {ckpt.meta[ckpt_key]}, best of {n_scored} checkpoint(s) by {ckpt_key}"
              if n_scored else "checkpoint chosen by hand")
     header = [f"Exported by `upcycle-se export` from {_safe_comment(ckpt.path)}", f"({score}).", ""]
-    text = render_hparams(template_path().read_text(encoding="utf-8"), gen_config, sample_rate, header)
+    text = render_hparams(template_path().read_text(encoding="utf-8"), gen_config, sample_rate, header, gen_class)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
         (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
         state = generator_state(ckpt.paramfiles)
         torch.save(state, tmp / GENERATOR_FILE)
-        _check_model_folder(tmp, sample_rate)
+        check_model_folder(tmp, sample_rate)
         onnx_diff = None
         if onnx:
-            generator = UpCycleGenerator(**gen_config)
+            generator = GENERATOR_CLASSES[gen_class](**gen_config)
             generator.load_state_dict(state)
             onnx_diff = export_checked_onnx(generator, tmp / ONNX_FILE, sample_rate)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -301,7 +310,24 @@ def _require_onnxruntime():
                         "pip install onnx onnxruntime") from None
 
 
-def _check_model_folder(folder: Path, sample_rate: int) -> None:
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Moves the finished folder ``tmp`` (a sibling of ``out``) to ``out`` with the usual permissions,
+    replacing an existing ``out`` by renames only: ``out`` is at every instant the old or the new folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def check_model_folder(folder: Path, sample_rate: int) -> None:
     """Loads a model folder on the CPU and enhances 0.1 s of noise: the export is usable."""
     enhancer = UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": "cpu"})
     noise = 0.01 * torch.randn(1, sample_rate // 10, generator=torch.Generator().manual_seed(0))

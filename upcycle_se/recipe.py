@@ -169,18 +169,23 @@ def load_state_strict(module, path) -> None:
     module.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
 
 
-def init_generator(pretrainer, init_from: str, generator_preset: str) -> None:
-    """Loads the noisy->clean generator of an exported or packaged model folder (``--init_from``).
+def init_generator(pretrainer, init_from: str, generator_preset: str, modules: Optional[dict] = None) -> None:
+    """Loads the networks of an exported, packaged or imported model folder (``--init_from``).
+
+    The noisy->clean generator always (``generator.ckpt``); with ``modules`` given, also the clean->noisy
+    generator and the discriminators where the folder holds them (``gen_c2n.ckpt``, ``disc_noisy.ckpt``,
+    ``disc_clean.ckpt``, as ``upcycle-se import-reference`` writes them), so that all four are fine-tuned.
 
     Arguments
     ---------
     pretrainer : a SpeechBrain ``Pretrainer`` whose ``gen_n2c`` loadable is the recipe's generator and whose
-        hook is :func:`load_state_strict` (see ``recipes/UnpairedFolders/hparams/upcycle.yaml``); its path is
-        set here to the resolved model's ``generator.ckpt``.
-    init_from : the model folder (made by ``upcycle-se export``, or ``upcycle_se/pretrained/<name>``), or
-        the name of a packaged model (``default``, ``unpaired``, ``small``; a folder of that name wins, as
-        in ``upcycle-se enhance --model``).
+        hook is :func:`load_state_strict` (see ``recipes/UnpairedFolders/hparams/upcycle.yaml``); its paths are
+        set here to the resolved model's files.
+    init_from : the model folder (made by ``upcycle-se export`` or ``import-reference``, or
+        ``upcycle_se/pretrained/<name>``), or the name of a packaged model (``default``, ``unpaired``,
+        ``small``; a folder of that name wins, as in ``upcycle-se enhance --model``).
     generator_preset : the recipe's preset, named in the error when the model's generator has another size.
+    modules : the recipe's ``modules`` (``gen_c2n``, ``disc_noisy``, ``disc_clean`` are looked up in it).
     """
     from speechbrain.utils.distributed import run_on_main
 
@@ -193,12 +198,21 @@ def init_generator(pretrainer, init_from: str, generator_preset: str) -> None:
     if not ckpt.is_file():
         raise ConfigError(f"init_from={init_from}: no generator.ckpt there (give a folder made by "
                           f"`upcycle-se export`, or a packaged model: {', '.join(PACKAGED_MODELS)})")
-    pretrainer.add_paths({"gen_n2c": str(ckpt)})
+    paths = {"gen_n2c": str(ckpt)}
+    for name in ("gen_c2n", "disc_noisy", "disc_clean"):
+        if modules is not None and name in modules and (folder / f"{name}.ckpt").is_file():
+            paths[name] = str(folder / f"{name}.ckpt")
+    extra = {name: modules[name] for name in paths if name != "gen_n2c"}
+    pretrainer.add_loadables(extra)
+    pretrainer.add_custom_hooks({name: load_state_strict for name in extra})
+    pretrainer.add_paths(paths)
     run_on_main(pretrainer.collect_files)
     try:
         pretrainer.load_collected()
     except RuntimeError as err:  # load_state_dict: missing keys or other shapes
         first = " ".join(str(err).split())[:200]
-        raise ConfigError(f"init_from={init_from}: its generator does not fit generator_preset={generator_preset} "
-                          f"(set --generator_preset/--mask_type to the model's; {first})") from None
-    logger.info("Fine-tuning from %s (gen_n2c; the other networks start from scratch)", ckpt)
+        hint = ("set --generator_preset/--mask_type to the model's" if "gen_" in first or not extra
+                else "the discriminators need --discriminator_preset=paper --n_scales=1")
+        raise ConfigError(f"init_from={init_from}: its networks do not fit generator_preset={generator_preset} "
+                          f"({hint}; {first})") from None
+    logger.info("Fine-tuning from %s (%s; the other networks start from scratch)", folder, ", ".join(paths))

@@ -86,7 +86,8 @@ if __name__ == "__main__":
 
         # Fine-tuning: gen_n2c starts from an exported model (a resumed run then loads its checkpoint)
         if hparams["init_from"] is not None:
-            init_generator(hparams["pretrainer"], hparams["init_from"], hparams["generator_preset"])
+            init_generator(hparams["pretrainer"], hparams["init_from"], hparams["generator_preset"],
+                           modules=hparams["modules"])
 
         se_brain = UpCycleBrain(
             modules=hparams["modules"],

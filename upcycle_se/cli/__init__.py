@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "evaluate": "evaluate",
     "enhance": "enhance",
     "export": "export",
+    "import-reference": "import_reference",
 }
 
 

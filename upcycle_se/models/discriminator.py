@@ -3,13 +3,16 @@
 :class:`WaveDiscriminator` scores overlapping patches of a waveform ``[batch, time]`` with a stack of
 weight-normalised, grouped, strided 1-D convolutions and LeakyReLU(0.2), returning a patch score map
 ``[batch, 1, frames]`` (a PatchGAN-style output usable with least-squares or hinge losses).
-:class:`MultiScaleDiscriminator` runs several of them on the waveform average-pooled 1x, 2x, 4x, ...
 
-Presets (``from_preset``): ``"paper"`` has MelGAN's sizes (16 -> 1024 channels, four stride-4
-layers, kernel 41); ``"small"`` (8 -> 128 channels, kernel 21) is for quick CPU runs and tests.
-Measured (``python -m upcycle_se.models.profile``; 3 scales, forward on 2 s, one CPU thread):
-``paper`` 16,924,086 parameters (5,641,362 per scale), 0.82 GMACs per second of audio, 0.07 s;
-``small`` 355,422 parameters, 0.056 GMACs/s, 0.005 s.
+Presets (``from_preset``): ``"paper"`` is the authors' discriminator layer for layer (one MelGAN block:
+reflection-padded kernel 15, four stride-4 kernel-41 layers grouped 4/16/64/256, kernel 5, kernel 3;
+16 -> 1024 channels); ``"small"`` (8 -> 128 channels, kernel 21, zero padding) is for quick CPU runs and
+tests.
+
+:class:`MultiScaleDiscriminator` runs several of them on the waveform average-pooled 1x, 2x, 4x, ...; one
+scale is the paper's, three scales are MelGAN's multi-scale discriminator (Kumar et al., "MelGAN:
+Generative Adversarial Networks for Conditional Waveform Synthesis", NeurIPS 2019), an opt-in here
+(``n_scales``).
 
 Authors
  * upcycle-se contributors 2025
@@ -29,13 +32,14 @@ __all__ = ["WaveDiscriminator", "MultiScaleDiscriminator", "DISCRIMINATOR_PRESET
 #: Constructor overrides of each preset, for both discriminator classes (``paper`` = the defaults).
 DISCRIMINATOR_PRESETS: Dict[str, Dict[str, Any]] = {
     "paper": {},
-    "small": {"base_channels": 8, "max_channels": 128, "kernel_size": 21},
+    "small": {"base_channels": 8, "max_channels": 128, "kernel_size": 21, "first_padding": "zeros"},
 }
 
 
-def _wn_conv(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Module:
-    # Zero padding (not MelGAN's reflection) so that any length >= 1 sample works.
-    return weight_norm(nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups))
+def _wn_conv(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
+             padding_mode: str = "zeros") -> nn.Module:
+    return weight_norm(nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups,
+                                 padding_mode=padding_mode))
 
 
 class WaveDiscriminator(nn.Module):
@@ -59,6 +63,9 @@ class WaveDiscriminator(nn.Module):
         Input channels per group of the strided layers.
     negative_slope : float
         LeakyReLU slope.
+    first_padding : str
+        Padding of the first convolution: ``"reflect"`` (MelGAN's and the authors'; needs inputs longer
+        than 7 samples) or ``"zeros"`` (any length >= 1 sample).
 
     Example
     -------
@@ -75,8 +82,11 @@ class WaveDiscriminator(nn.Module):
         kernel_size: int = 41,
         group_channels: int = 4,
         negative_slope: float = 0.2,
+        first_padding: str = "reflect",
     ):
         super().__init__()
+        if first_padding not in ("reflect", "zeros"):
+            raise ConfigError(f"first_padding must be 'reflect' or 'zeros', got {first_padding!r}")
         if kernel_size % 2 == 0 or base_channels < 1 or max_channels < base_channels:
             raise ConfigError(
                 f"need an odd kernel_size and 1 <= base_channels <= max_channels, got {kernel_size}, "
@@ -89,9 +99,10 @@ class WaveDiscriminator(nn.Module):
             "kernel_size": int(kernel_size),
             "group_channels": int(group_channels),
             "negative_slope": float(negative_slope),
+            "first_padding": first_padding,
         }
         self.negative_slope = negative_slope
-        layers = [_wn_conv(1, base_channels, 15)]
+        layers = [_wn_conv(1, base_channels, 15, padding_mode=first_padding)]
         c_in = base_channels
         for stride in downsamples:
             c_out = min(c_in * stride, max_channels)

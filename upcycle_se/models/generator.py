@@ -75,23 +75,26 @@ from upcycle_se.nnet.complex import (
 )
 from upcycle_se.nnet.stft import ComplexSTFT
 
-__all__ = ["UpCycleGenerator", "GENERATOR_PRESETS", "export_onnx"]
+__all__ = ["UpCycleGenerator", "GENERATOR_PRESETS", "PRESET_ALIASES", "export_onnx"]
 
-#: Constructor overrides of each preset (``paper`` is the constructor's defaults).
+#: Constructor overrides of each preset of the redesign (``redesign`` is the constructor's defaults, at
+#: about the authors' parameter count); ``redesign_base`` and ``redesign_small`` are it scaled down.
 GENERATOR_PRESETS: Dict[str, Dict[str, Any]] = {
-    "paper": {},
-    "small": {
+    "redesign": {},
+    "redesign_small": {
         "encoder_channels": [8, 8, 16, 32],
         "bottom_res_blocks": 1,
     },
-    # Between the two, for long training on a 2-core CPU: the paper's full-resolution levels are where
-    # its MACs go, so they are halved (8, 16), while the low-resolution levels, cheap per parameter, keep
-    # most of the capacity (32, 128 and two bottom blocks): 14x small's parameters at 3.6x its MACs.
-    "base": {
+    # For long training on a 2-core CPU: the full-resolution levels are where the MACs go, so they are
+    # halved (8, 16), while the low-resolution levels, cheap per parameter, keep most of the capacity
+    # (32, 128 and two bottom blocks).
+    "redesign_base": {
         "encoder_channels": [8, 16, 32, 128],
         "bottom_res_blocks": 2,
     },
 }
+#: Short names of the scaled-down presets, accepted everywhere a preset is (recipes, ``from_preset``).
+PRESET_ALIASES: Dict[str, str] = {"base": "redesign_base", "small": "redesign_small"}
 
 _MODES = ("mask", "map", "residual")
 _MASK_TYPES = ("complex", "magnitude")
@@ -277,8 +280,13 @@ class UpCycleGenerator(nn.Module):
         return {k: list(v) if isinstance(v, list) else v for k, v in self._config.items()}
 
     @classmethod
-    def from_preset(cls, name: str = "paper", **overrides: Any) -> "UpCycleGenerator":
-        """Builds the ``"paper"``, ``"base"`` or ``"small"`` generator, with constructor ``overrides`` on top."""
+    def from_preset(cls, name: str = "redesign", **overrides: Any) -> "UpCycleGenerator":
+        """Builds the ``"redesign"``, ``"redesign_base"`` (``"base"``) or ``"redesign_small"`` (``"small"``)
+        generator, with constructor ``overrides`` on top."""
+        name = PRESET_ALIASES.get(name, name)
+        if name == "paper":
+            raise ConfigError("UpCycleGenerator preset 'paper' is now 'redesign'; the authors' network is "
+                              "upcycle_se.models.PaperGenerator (build_generator('paper'))")
         if name not in GENERATOR_PRESETS:
             raise ConfigError(f"unknown generator preset {name!r}; choose one of {sorted(GENERATOR_PRESETS)}")
         return cls(**{**GENERATOR_PRESETS[name], **overrides})
@@ -366,15 +374,18 @@ class UpCycleGenerator(nn.Module):
         return (out, spec) if return_spec else out
 
 
-def export_onnx(generator: UpCycleGenerator, path, opset_version: int = 17, example_length: int = 16000) -> None:
+def export_onnx(generator: nn.Module, path, opset_version: int = 17, example_length: int = 16000) -> None:
     """Writes ``generator`` (eval mode) as ONNX with dynamic batch and time axes.
 
     Input ``wav`` ``[batch, time]`` float32, output ``enhanced`` ``[batch, time]``. The STFT is switched
     to its real-valued ``conv`` back end for the export (ONNX has no complex tensors) and restored.
     """
-    was_training, backend = generator.training, generator.stft.backend
+    # ONNX has no complex tensors: a switchable STFT goes to its real-valued conv back end for the export.
+    switchable = hasattr(generator.stft, "backend")
+    was_training, backend = generator.training, getattr(generator.stft, "backend", None)
     generator.eval()
-    generator.stft.backend = "conv"
+    if switchable:
+        generator.stft.backend = "conv"
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # Tracing warns about every shape read and the legacy exporter about itself: both expected.
@@ -390,5 +401,6 @@ def export_onnx(generator: UpCycleGenerator, path, opset_version: int = 17, exam
                 dynamic_axes={"wav": {0: "batch", 1: "time"}, "enhanced": {0: "batch", 1: "time"}},
             )
     finally:
-        generator.stft.backend = backend
+        if switchable:
+            generator.stft.backend = backend
         generator.train(was_training)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ComplexSTFT"]
+__all__ = ["ComplexSTFT", "ConvSTFT"]
 
 _BACKENDS = ("torch", "conv")
 
@@ -171,3 +171,91 @@ class ComplexSTFT(nn.Module):
             f"n_fft={self.n_fft}, win_length={self.win_length}, hop_length={self.hop_length}, "
             f"pad_mode={self.pad_mode!r}, backend={self.backend!r}"
         )
+
+
+class ConvSTFT(nn.Module):
+    """DCCRN's convolutional STFT (Hu et al., Interspeech 2020), the front end of the authors' Up-Cycle-SENet.
+
+    It differs from :class:`ComplexSTFT` in three ways, each of which changes the numbers:
+
+    - the ``win_length``-sample periodic Hann window sits at the *start* of the ``n_fft`` frame (the DFT of
+      a ``win_length`` frame zero-padded at its end), not centred in it;
+    - the signal is padded with ``win_length - hop_length`` zeros on each side, so frame ``j`` covers
+      samples ``[j*hop - pad, j*hop - pad + win_length)`` and a ``T``-sample signal has
+      ``(T + 2*pad - win_length) // hop + 1`` frames;
+    - the inverse applies the pseudo-inverse of the (tall) windowed DFT basis to each frame, overlap-adds,
+      and divides by the overlap-added squared window plus ``1e-8``.
+
+    Both directions are real 1-D (transposed) convolutions, so the module traces for ONNX as it is.
+
+    Arguments
+    ---------
+    n_fft : int
+        DFT size (``n_fft // 2 + 1`` bins).
+    win_length : int
+        Periodic Hann window length, ``<= n_fft``.
+    hop_length : int
+        Frame shift, ``<= win_length``.
+
+    Example
+    -------
+    >>> stft = ConvSTFT()
+    >>> spec = stft.stft(torch.randn(2, 32000))
+    >>> spec.shape  # [batch, 2, freq, frames]
+    torch.Size([2, 2, 257, 323])
+    >>> stft.istft(spec, length=32000).shape
+    torch.Size([2, 32000])
+    """
+
+    def __init__(self, n_fft: int = 512, win_length: int = 400, hop_length: int = 100):
+        super().__init__()
+        if not 0 < hop_length <= win_length <= n_fft:
+            raise ValueError(f"need 0 < hop_length <= win_length <= n_fft, got {hop_length}, {win_length}, {n_fft}")
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+        self.pad = win_length - hop_length
+        n = torch.arange(win_length, dtype=torch.float64)
+        k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+        angle = 2.0 * math.pi * k[:, None] * n[None, :] / n_fft
+        basis = torch.cat([torch.cos(angle), -torch.sin(angle)])  # [2F, win]: rows re then im, as rfft gives
+        window = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
+        inverse = torch.linalg.pinv(basis).T  # [2F, win]: least-squares frame from its (modified) spectrum
+        # Derived from the sizes, so kept out of state_dicts (persistent=False).
+        self.register_buffer("forward_basis", (basis * window).unsqueeze(1).float(), persistent=False)
+        self.register_buffer("inverse_basis", (inverse * window).unsqueeze(1).float(), persistent=False)
+        self.register_buffer("window_sq", (window ** 2).view(1, 1, -1).float(), persistent=False)
+
+    @property
+    def n_freqs(self) -> int:
+        """Number of frequency bins, ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    def n_frames(self, length: int) -> int:
+        """Frames of a ``length``-sample signal."""
+        return (length + 2 * self.pad - self.win_length) // self.hop_length + 1
+
+    def length_for_frames(self, n_frames: int) -> int:
+        """The shortest signal length that has ``n_frames`` frames."""
+        return (n_frames - 1) * self.hop_length + self.win_length - 2 * self.pad
+
+    def stft(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[batch, time]`` -> ``[batch, 2, freq, frames]`` (real, imaginary)."""
+        if wav.dim() != 2:
+            raise ValueError(f"expected a waveform [batch, time], got shape {tuple(wav.shape)}")
+        padded = F.pad(wav.unsqueeze(1), (self.pad, self.pad))
+        spec = F.conv1d(padded, self.forward_basis, stride=self.hop_length)  # [B, 2F, N]
+        return spec.reshape(spec.shape[0], 2, self.n_freqs, spec.shape[-1])
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """``[batch, 2, freq, frames]`` -> ``[batch, length]``: samples ``[0, length)`` of the inverse
+        (zeros past the last frame's reach)."""
+        if spec.dim() != 4 or spec.shape[1] != 2 or spec.shape[2] != self.n_freqs:
+            raise ValueError(f"expected a spectrum [batch, 2, {self.n_freqs}, frames], got {tuple(spec.shape)}")
+        frames = spec.reshape(spec.shape[0], 2 * self.n_freqs, spec.shape[-1])
+        wav = F.conv_transpose1d(frames, self.inverse_basis, stride=self.hop_length)  # [B, 1, (N-1)*hop + win]
+        # Overlap-added squared window: the least-squares normaliser of windowed overlap-add.
+        envelope = F.conv_transpose1d(torch.ones_like(frames[:1, :1]), self.window_sq, stride=self.hop_length)
+        wav = (wav / (envelope + 1e-8))[:, 0, self.pad:]
+        return F.pad(wav, (0, max(0, length - wav.shape[-1])))[:, :length]
+
+    def extra_repr(self) -> str:
+        return f"n_fft={self.n_fft}, win_length={self.win_length}, hop_length={self.hop_length}"
