@@ -46,7 +46,7 @@ def _best_gflops(fn, flops: float, reps: int) -> float:
 
 def worker_kernels(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """GFLOP/s of an ``n^3`` matmul and of a 32->32 5x7 channels-last conv on ``[b, 32, 257, 161]``
-    (the issue's kernels), fp32 and bf16. Without bf16 hardware the bf16 kernels are emulated and ~20-60x
+    (a generator-sized convolution), fp32 and bf16. Without bf16 hardware the bf16 kernels are emulated and ~20-60x
     slower, so they run smaller (n <= 512, b = 1) to keep the run short; GFLOP/s are comparable anyway."""
     from upcycle_se.models.runtime import cpu_has_bf16
 
