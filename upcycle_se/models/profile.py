@@ -84,13 +84,14 @@ def profile_model(module: nn.Module, sample_rate: int = 16000, timing: bool = Tr
 
 
 def _main() -> None:
-    from upcycle_se.models import MultiScaleDiscriminator, UpCycleGenerator
+    from upcycle_se.models import PAPER_PRESETS, MultiScaleDiscriminator, PaperGenerator, UpCycleGenerator
     from upcycle_se.models.discriminator import DISCRIMINATOR_PRESETS
     from upcycle_se.models.generator import GENERATOR_PRESETS
 
     print(f"torch threads: {torch.get_num_threads()}")
     print(f"{'model':<34}{'params':>12}{'GMACs/s':>10}{'fwd 2s (s)':>12}")
-    models = {f"UpCycleGenerator[{p}]": UpCycleGenerator.from_preset(p) for p in GENERATOR_PRESETS}
+    models = {f"PaperGenerator[{p}]": PaperGenerator.from_preset(p) for p in PAPER_PRESETS}
+    models.update({f"UpCycleGenerator[{p}]": UpCycleGenerator.from_preset(p) for p in GENERATOR_PRESETS})
     models.update({f"MultiScaleDiscriminator[{p}]": MultiScaleDiscriminator.from_preset(p)
                    for p in DISCRIMINATOR_PRESETS})
     for name, model in models.items():
