@@ -9,7 +9,8 @@ noisy->clean generator's state_dict), made by :func:`upcycle_se.export.export_mo
 
 Files of any rate, channel count and sample format are enhanced at 16 kHz and written back at their own
 rate, channel count, length and (where the format allows it) subtype. Long files are streamed in chunks
-cross-faded with raised-cosine ramps, so memory does not grow with the file's length.
+cross-faded with raised-cosine ramps, so memory does not grow with the file's length: the chunking is
+:mod:`upcycle_se.streaming`'s, the file reading and writing :mod:`upcycle_se.audio`'s.
 
 Python and command-line use
 ---------------------------
@@ -32,34 +33,29 @@ Command line::
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio.transforms as AT
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.fetching import FetchConfig, FetchFrom, FetchSource, LocalStrategy
 
-from upcycle_se.audio import read_audio, resample_audio
-from upcycle_se.errors import AudioError, ConfigError, UserError, first_line
+from upcycle_se.audio import AtomicWriter, FileSource, output_format, read_audio, resample_audio
+from upcycle_se.errors import ConfigError, UserError, first_line
+# check_chunking and plan_chunks lived here before upcycle_se.streaming; callers still import them from here.
+from upcycle_se.streaming import CHANNEL_MODES, TensorSource, check_chunking, overlap_add, plan_chunks
 
 PathLike = Union[str, os.PathLike]
 
 #: Files every model folder holds.
 HPARAMS_FILE = "hyperparams.yaml"
 GENERATOR_FILE = "generator.ckpt"
-#: ``each``: enhance every channel on its own; ``downmix``: average the channels, write mono.
-CHANNEL_MODES = ("each", "downmix")
 # Prefixes DDP / torch.compile wrappers add to state_dict keys.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# Extensions soundfile does not map to a format by upper-casing them.
-_EXTENSION_FORMATS = {"aif": "AIFF", "oga": "OGG", "opus": "OGG"}
 
 
 #: Packaged models, by the name ``upcycle-se enhance --model`` and :func:`packaged_model_dir` take, and the
@@ -81,177 +77,6 @@ def packaged_model_dir(name: str = "default") -> Path:
 def default_model_dir() -> Path:
     """The default packaged model's folder (``packaged_model_dir("default")``); it may not exist."""
     return packaged_model_dir("default")
-
-
-# --------------------------------------------------------------------------------------------- chunking
-class ChunkPlan:
-    """Where the chunks of a ``total``-sample signal start, and their cross-fade windows.
-
-    Chunks are ``length`` samples long; consecutive ones overlap by ``ramp`` samples, except the last,
-    which is moved back to end exactly at ``total`` (so no chunk needs padding) and may overlap more.
-    Window ``k`` rises over its first ``ramp`` samples (unless it starts the signal) and falls over its
-    last ``ramp`` (unless it ends it); the rise is ``sin^2`` sampled at half-sample offsets, so it is
-    never exactly 0 and a rise plus the matching fall is exactly 1. Dividing the overlap-added output by
-    the overlap-added windows makes the weights sum to 1 everywhere, irregular last overlap included.
-    """
-
-    def __init__(self, total: int, length: int, ramp: int, starts: Sequence[int]):
-        self.total, self.length, self.ramp, self.starts = total, length, ramp, tuple(starts)
-        rise = torch.sin(0.5 * math.pi * (torch.arange(ramp, dtype=torch.float64) + 0.5) / max(ramp, 1)) ** 2
-        self._rise = rise.float()
-        self._windows: Dict[Tuple[bool, bool], torch.Tensor] = {}
-
-    def window(self, index: int) -> torch.Tensor:
-        """Cross-fade window of chunk ``index``: ``[length]`` float32."""
-        start = self.starts[index]
-        key = (start > 0, start + self.length < self.total)
-        if key not in self._windows:
-            win = torch.ones(self.length)
-            if self.ramp and key[0]:
-                win[: self.ramp] = self._rise
-            if self.ramp and key[1]:
-                win[-self.ramp:] = self._rise.flip(0)
-            self._windows[key] = win
-        return self._windows[key]
-
-
-def check_chunking(chunk_seconds: float, overlap_seconds: float) -> None:
-    """Raises ConfigError unless ``chunk_seconds >= 0`` (0: whole signal) and ``0 <= overlap <= chunk / 2``."""
-    if not (math.isfinite(chunk_seconds) and chunk_seconds >= 0):
-        raise ConfigError(f"chunk seconds must be >= 0 (0 = whole file), got {chunk_seconds}")
-    if not (math.isfinite(overlap_seconds) and overlap_seconds >= 0):
-        raise ConfigError(f"overlap seconds must be >= 0, got {overlap_seconds}")
-    if chunk_seconds > 0 and 2 * overlap_seconds > chunk_seconds:
-        raise ConfigError(f"overlap ({overlap_seconds} s) must be at most half a chunk ({chunk_seconds} s)")
-
-
-def plan_chunks(total: int, sample_rate: int, chunk_seconds: float, overlap_seconds: float,
-                model_rate: int = 16000) -> ChunkPlan:
-    """Splits ``total`` samples at ``sample_rate`` into cross-faded chunks (see :class:`ChunkPlan`).
-
-    ``chunk_seconds`` 0 means one chunk for the whole signal. Chunk lengths are rounded to whole
-    periods of the ``sample_rate``/``model_rate`` ratio (e.g. 441 samples at 44.1 kHz), so a chunk
-    resampled to the model's rate and back has exactly its own length.
-    """
-    if total < 1:
-        raise ValueError("cannot plan chunks for an empty signal")
-    check_chunking(chunk_seconds, overlap_seconds)
-    period = sample_rate // math.gcd(sample_rate, model_rate)
-    length = total if chunk_seconds == 0 else max(period, round(chunk_seconds * sample_rate / period) * period)
-    if length >= total:
-        return ChunkPlan(total, total, 0, [0])
-    ramp = min(int(round(overlap_seconds * sample_rate)), length // 2)
-    step = length - ramp
-    return ChunkPlan(total, length, ramp, list(range(0, total - length, step)) + [total - length])
-
-
-# ---------------------------------------------------------------------------------- sources and sinks
-class _FileSource:
-    """Reads an audio file sequentially as float32 ``[channels, n]`` blocks, checking every block."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        if not path.exists():
-            raise AudioError(f"{path}: no such file")
-        if path.is_dir():
-            raise AudioError(f"{path}: is a folder, not an audio file")
-        try:
-            self._file = sf.SoundFile(str(path))
-        except Exception as err:  # soundfile raises several types for corrupt headers
-            raise AudioError(f"{path}: cannot be read as audio ({first_line(err)})") from None
-        self.sample_rate, self.channels, self.frames = self._file.samplerate, self._file.channels, self._file.frames
-        self.format, self.subtype = self._file.format, self._file.subtype
-        if self.frames <= 0:
-            self.close()
-            raise AudioError(f"{path}: empty audio (0 samples)")
-
-    def read(self, n: int) -> torch.Tensor:
-        """The next ``n`` samples: ``[channels, n]`` float32 (int formats scaled to [-1, 1])."""
-        try:
-            data = self._file.read(n, dtype="float32", always_2d=True)
-        except Exception as err:
-            raise AudioError(f"{self.path}: cannot be read as audio ({first_line(err)})") from None
-        if data.shape[0] < n:
-            raise AudioError(f"{self.path}: ends early (header says {self.frames} samples, "
-                             f"only {self._file.tell()} readable)")
-        if not np.isfinite(data).all():
-            raise AudioError(f"{self.path}: contains NaN or infinite samples")
-        return torch.from_numpy(np.ascontiguousarray(data.T))
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class _TensorSource:
-    """An in-memory ``[channels, time]`` signal behind the same interface as :class:`_FileSource`."""
-
-    def __init__(self, sig: torch.Tensor, sample_rate: int):
-        self.sig, self.sample_rate = sig, int(sample_rate)
-        self.channels, self.frames = sig.shape
-        self._pos = 0
-
-    def read(self, n: int) -> torch.Tensor:
-        block = self.sig[:, self._pos: self._pos + n]
-        self._pos += n
-        return block
-
-    def close(self) -> None:
-        pass
-
-
-class _AtomicWriter:
-    """Streams ``[channels, n]`` blocks to a hidden ``.<stem>.*.part`` file beside ``path``.
-
-    :meth:`commit` renames it over ``path``; :meth:`abort` deletes it: ``path`` is never half-written.
-    """
-
-    def __init__(self, path: Path, sample_rate: int, channels: int, fmt: str, subtype: str):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
-        # Float samples beyond [-1, 1] wrap around in integer formats; clip everything not stored as float.
-        self._clip = subtype not in ("FLOAT", "DOUBLE")
-        try:
-            self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=channels, format=fmt,
-                                      subtype=subtype)
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
-
-    def __call__(self, block: torch.Tensor) -> None:
-        arr = block.numpy().T
-        self._file.write(np.clip(arr, -1.0, 1.0) if self._clip else arr)
-
-    def commit(self) -> None:
-        self._file.close()
-        # mkstemp makes the file 0600; give the output the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        try:
-            self._file.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
-
-
-def output_format(path: Path, in_format: Optional[str] = None, in_subtype: Optional[str] = None,
-                  in_suffix: Optional[str] = None) -> Tuple[str, str]:
-    """(format, subtype) soundfile writes ``path`` with: the input's when the extension is the input's and
-    the format can store its subtype, else the extension's format with its default subtype."""
-    ext = path.suffix.lower().lstrip(".")
-    if in_format and in_suffix is not None and ext == in_suffix.lower().lstrip("."):
-        fmt = in_format
-    else:
-        fmt = _EXTENSION_FORMATS.get(ext, ext.upper())
-    if fmt not in sf.available_formats():
-        raise AudioError(f"{path}: cannot write audio with extension '{path.suffix or '(none)'}'")
-    subtype = in_subtype if in_subtype and sf.check_format(fmt, in_subtype) else sf.default_subtype(fmt)
-    return fmt, subtype
 
 
 # ------------------------------------------------------------------------------------------ interface
@@ -463,7 +288,7 @@ class UpCycleEnhancement(Pretrained):
         if sig.dim() not in (1, 2) or sig.shape[-1] == 0:
             raise ValueError(f"expected a non-empty [time] or [channels, time] signal, got {tuple(sig.shape)}")
         blocks: List[torch.Tensor] = []
-        self._run(_TensorSource(sig if sig.dim() == 2 else sig[None], sample_rate), blocks.append,
+        self._run(TensorSource(sig if sig.dim() == 2 else sig[None], sample_rate), blocks.append,
                   channels, chunk_seconds, overlap_seconds, batch_size)
         out = torch.cat(blocks, dim=1)
         return out[0] if sig.dim() == 1 else out
@@ -517,13 +342,13 @@ class UpCycleEnhancement(Pretrained):
         """Streams ``path`` through the model into a writer for ``output`` and/or ``collect``."""
         if channels not in CHANNEL_MODES:
             raise ConfigError(f"channels must be one of {', '.join(CHANNEL_MODES)}, got {channels!r}")
-        source = _FileSource(path)
+        source = FileSource(path)
         writer = None
         try:
             if output is not None:
                 out = Path(output)
                 fmt, subtype = output_format(out, source.format, source.subtype, path.suffix)
-                writer = _AtomicWriter(out, source.sample_rate, source.channels if channels == "each" else 1,
+                writer = AtomicWriter(out, source.sample_rate, source.channels if channels == "each" else 1,
                                        fmt, subtype)
 
             def sink(block: torch.Tensor) -> None:
@@ -546,9 +371,10 @@ class UpCycleEnhancement(Pretrained):
              chunk_seconds: Optional[float], overlap_seconds: Optional[float], batch_size: Optional[int]) -> None:
         """Chunked overlap-add enhancement of ``source`` at its own rate.
 
-        Each chunk is resampled to the model's rate, enhanced, resampled back and windowed; ``sink``
-        receives the finished output in order as ``[out_channels, n]`` float32 CPU blocks. Memory holds
-        one batch of chunks (``batch_size`` x channels x chunk length), whatever the source's length.
+        Each chunk is resampled to the model's rate, enhanced, resampled back and windowed
+        (:func:`upcycle_se.streaming.overlap_add`); ``sink`` receives the finished output in order as
+        ``[out_channels, n]`` float32 CPU blocks. Memory holds one batch of chunks (``batch_size`` x
+        channels x chunk length), whatever the source's length.
         """
         if channels not in CHANNEL_MODES:
             raise ConfigError(f"channels must be one of {', '.join(CHANNEL_MODES)}, got {channels!r}")
@@ -559,31 +385,7 @@ class UpCycleEnhancement(Pretrained):
         plan = plan_chunks(total, sr, self.chunk_seconds if chunk_seconds is None else float(chunk_seconds),
                            self.overlap_seconds if overlap_seconds is None else float(overlap_seconds),
                            self.sample_rate)
-        n_out, length, starts = (source.channels if channels == "each" else 1), plan.length, plan.starts
-        inbuf, in_start = torch.zeros(source.channels, 0), 0  # input not yet consumed, from sample in_start
-        acc, wsum, acc_start = torch.zeros(n_out, 0), torch.zeros(0), 0  # output not yet final
-        for first in range(0, len(starts), batch_size):
-            group = starts[first: first + batch_size]
-            end = group[-1] + length
-            need = end - (in_start + inbuf.shape[1])
-            if need > 0:
-                inbuf = torch.cat([inbuf, source.read(need)], dim=1)
-            x = torch.stack([inbuf[:, s - in_start: s - in_start + length] for s in group])  # [n, C, L]
-            x = x.reshape(-1, length) if channels == "each" else x.mean(dim=1)
-            y = self._enhance_at_rate(x, sr).reshape(len(group), n_out, length)
-            grow = end - (acc_start + acc.shape[1])
-            acc = torch.cat([acc, torch.zeros(n_out, grow)], dim=1)
-            wsum = torch.cat([wsum, torch.zeros(grow)])
-            for k, start in enumerate(group):
-                win, off = plan.window(first + k), start - acc_start
-                acc[:, off: off + length] += y[k] * win
-                wsum[off: off + length] += win
-            # No later chunk starts before `final`: everything up to it is finished.
-            final = starts[first + batch_size] if first + batch_size < len(starts) else total
-            done = final - acc_start
-            sink(acc[:, :done] / wsum[:done])
-            acc, wsum, acc_start = acc[:, done:].clone(), wsum[done:].clone(), final
-            inbuf, in_start = inbuf[:, final - in_start:].clone(), final
+        overlap_add(source, sink, plan, channels, batch_size, lambda x: self._enhance_at_rate(x, sr))
 
     def _enhance_at_rate(self, x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """``[n, L]`` at ``sample_rate`` -> resample -> generator -> resample back -> ``[n, L]`` on CPU."""

@@ -48,17 +48,17 @@ TRAIN_KILLER = REPO / "tests" / "kill_train.py"
 # an output file (flushed: a half-written hidden .part file is left behind).
 ENHANCE_KILLER = r"""
 import os, signal, sys
-from upcycle_se import inference
+from upcycle_se import audio
 from upcycle_se.cli import main
 kill_at = int(os.environ.get("KILL_AT_BLOCK", "0"))
-real_call, count = inference._AtomicWriter.__call__, [0]
+real_call, count = audio.AtomicWriter.__call__, [0]
 def call(self, block):
     real_call(self, block)
     count[0] += 1
     if count[0] == kill_at:
         self._file.flush()
         os.kill(os.getpid(), signal.SIGKILL)
-inference._AtomicWriter.__call__ = call
+audio.AtomicWriter.__call__ = call
 sys.exit(main(sys.argv[1:]))
 """
 

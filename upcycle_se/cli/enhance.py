@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Enhances every input; returns 0, 1 (some file failed) or raises UserError (nothing to enhance)."""
     from tqdm import tqdm
 
-    from upcycle_se.inference import check_chunking
+    from upcycle_se.streaming import check_chunking
     from upcycle_se.models.runtime import resolve_precision
 
     resolve_precision(args.precision, "cpu")  # a bad value is one error line before any work
