@@ -106,8 +106,7 @@ def test_paper_recipe_has_the_authors_settings(tmp_path):
     assert hp["max_grad_norm"] == 0 and hp["crop_samples"] == 32000 and hp["batch_size"] == 4
     assert (hp["lr"], hp["n_epochs"], hp["n_epochs_decay"], hp["lr_policy"]) == (2e-4, 70, 30, "cosine")
     loss = hp["loss"]
-    assert (loss["gan_mode"], loss["adversarial_weight"], loss["cycle_weight"], loss["identity_weight"]) == \
-        ("lsgan", 0.5, 10.0, 5.0)
+    assert (loss["adversarial_weight"], loss["cycle_weight"], loss["identity_weight"]) == (0.5, 10.0, 5.0)
 
 
 def test_a_training_step_of_the_paper_small_generator(tmp_path):
@@ -243,3 +242,17 @@ def test_import_refuses_an_existing_folder_without_overwrite(tmp_path, capsys):
     assert (tmp_path / "model" / "keep.txt").read_text() == "mine"
     assert cli_main(["import-reference", str(ckpt), "--out", str(tmp_path / "model"), "--overwrite"]) == 0
     assert not (tmp_path / "model" / "keep.txt").exists() and (tmp_path / "model" / "generator.ckpt").is_file()
+
+
+def test_init_from_an_imported_folder_starts_all_four_networks(imported, tmp_path):
+    from upcycle_se.recipe import init_generator
+
+    _, folder = imported
+    hp = load_hparams(str(ROOT / "recipes" / "VoiceBankDEMAND" / "hparams" / "upcycle.yaml"),
+                      {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out"), "init_from": str(folder)})
+    init_generator(hp["pretrainer"], str(folder), hp["generator_preset"], modules=hp["modules"])
+    for name, file in (("gen_n2c", "generator.ckpt"), ("gen_c2n", "gen_c2n.ckpt"), ("disc_noisy", "disc_noisy.ckpt"),
+                       ("disc_clean", "disc_clean.ckpt")):
+        saved = torch.load(folder / file, weights_only=True)
+        state = hp["modules"][name].state_dict()
+        assert all(torch.equal(state[k], v) for k, v in saved.items()), name

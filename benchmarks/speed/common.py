@@ -104,11 +104,11 @@ class DCCRNReference(nn.Module):
 
 
 def _preset(name: str) -> Callable[[], nn.Module]:
-    """The noisy->clean :class:`UpCycleGenerator` of a preset (mask mode)."""
+    """The noisy->clean generator of a preset (mask mode): the authors' (``paper*``) or the redesign."""
     def build() -> nn.Module:
-        from upcycle_se.models import UpCycleGenerator
+        from upcycle_se.models import build_generator
 
-        return UpCycleGenerator.from_preset(name, mode="mask")
+        return build_generator(name, mode="mask")
     return build
 
 
@@ -121,9 +121,10 @@ class Model(NamedTuple):
 
 #: The measured models, one line each: ``--models`` and ``--precision-models`` choose among these names.
 MODELS: Dict[str, Model] = {
-    "paper": Model("Up-Cycle `paper`", _preset("paper"), grid=True, precision=True),
-    "base": Model("Up-Cycle `base`", _preset("base"), grid=False, precision=True),
-    "small": Model("Up-Cycle `small`", _preset("small"), grid=True, precision=True),
+    "paper": Model("Up-Cycle `paper` (the authors')", _preset("paper"), grid=True, precision=True),
+    "redesign": Model("Up-Cycle `redesign`", _preset("redesign"), grid=True, precision=True),
+    "base": Model("Up-Cycle `redesign_base`", _preset("base"), grid=False, precision=True),
+    "small": Model("Up-Cycle `redesign_small`", _preset("small"), grid=True, precision=True),
     "dccrn": Model("DCCRN-E-sized reference", DCCRNReference, grid=True, precision=False),
 }
 
