@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     from upcycle_se.inference import UpCycleEnhancement  # noqa: E402
     from upcycle_se.models import MultiScaleDiscriminator, PaperGenerator  # noqa: E402
     from upcycle_se.nnet.stft import ConvSTFT  # noqa: E402
-    from upcycle_se.reference_import import import_reference  # noqa: E402
+    from upcycle_se.export import import_reference  # noqa: E402
 
     torch.manual_seed(0)
     nets = {"G_A2B": Generator(args=None), "G_B2A": Generator_C2N(args=None),

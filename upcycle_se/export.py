@@ -2,7 +2,8 @@
 
 A *model folder* holds ``hyperparams.yaml`` (rendered from the packaged template
 ``upcycle_se/hparams/inference.yaml``) and ``generator.ckpt`` (the noisy->clean generator's state_dict),
-and optionally ``generator.onnx``. It loads with :class:`upcycle_se.inference.UpCycleEnhancement` and with
+and optionally ``generator.onnx``; :func:`import_reference` writes one from the authors' released checkpoint.
+It loads with :class:`upcycle_se.inference.UpCycleEnhancement` and with
 SpeechBrain's stock :class:`~speechbrain.inference.enhancement.WaveformEnhancement`.
 
 Python::
@@ -41,7 +42,12 @@ from upcycle_se.inference import (
     UpCycleEnhancement,
     unwrap_state_dict,
 )
-from upcycle_se.models import GENERATOR_CLASSES, export_onnx
+from upcycle_se.models import GENERATOR_CLASSES, PaperGenerator, export_onnx
+from upcycle_se.reference_import import (
+    discriminator_state_from_reference,
+    generator_state_from_reference,
+    load_reference_checkpoint,
+)
 
 #: The recipe's checkpoint file of the noisy->clean generator, and the JSON that rebuilds it.
 RECIPE_GENERATOR = "gen_n2c"
@@ -344,3 +350,45 @@ def _finite_number(value) -> bool:
 def _safe_comment(value) -> str:
     return str(value).replace("\r", "\\r").replace("\n", "\\n")
 
+
+def import_reference(checkpoint, out, overwrite: bool = False, sample_rate: int = 16000) -> Path:
+    """Writes a model folder for :class:`upcycle_se.inference.UpCycleEnhancement` (and stock SpeechBrain)
+    from the authors' checkpoint (``upcycle-se import-reference``; the mapping is
+    :mod:`upcycle_se.reference_import`'s): ``generator.ckpt`` from ``G_A2B`` and, from a full checkpoint,
+    ``gen_c2n.ckpt``, ``disc_noisy.ckpt``, ``disc_clean.ckpt`` for ``--init_from``. Built in a hidden folder
+    beside ``out`` and checked (loaded, run) before it is renamed to ``out``: a failure leaves nothing there.
+
+    Returns
+    -------
+    The model folder.
+    """
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out}: already exists (use --overwrite to replace it)")
+    nets = load_reference_checkpoint(checkpoint)
+    enhancer = PaperGenerator()
+    states = {"generator": generator_state_from_reference(nets["G_A2B"], enhancer, "G_A2B")}
+    if "G_B2A" in nets:
+        states["gen_c2n"] = generator_state_from_reference(nets["G_B2A"], PaperGenerator(mode="map"), "G_B2A")
+    for ours, theirs in (("disc_noisy", "D_A"), ("disc_clean", "D_B")):
+        if theirs in nets:
+            states[ours] = discriminator_state_from_reference(nets[theirs], theirs)
+    header = [f"Imported by `upcycle-se import-reference` from {str(Path(checkpoint).name)!r}: the authors'",
+              "Up-Cycle-SENet (github.com/towardsDLCV/Up-Cycle-SENet, MIT licence), G_A2B as the enhancer.", ""]
+    text = render_hparams(template_path().read_text(encoding="utf-8"), enhancer.config, sample_rate, header,
+                          generator_class="PaperGenerator")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    try:
+        (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
+        torch.save(states.pop("generator"), tmp / GENERATOR_FILE)
+        for name, state in states.items():
+            torch.save(state, tmp / f"{name}.ckpt")
+        check_model_folder(tmp, sample_rate)
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -12,9 +12,9 @@ The model folder holds what ``upcycle-se export`` writes (``hyperparams.yaml``, 
 from a full checkpoint, the other three networks under the recipe's module names (``gen_c2n.ckpt``,
 ``disc_noisy.ckpt``, ``disc_clean.ckpt``), so that ``--init_from`` fine-tunes all four.
 
-Python::
+This module maps the weights; :func:`upcycle_se.export.import_reference` writes the model folder::
 
-    from upcycle_se.reference_import import import_reference
+    from upcycle_se.export import import_reference
 
     import_reference("checkpoint_88.pth", "models/upcycle-paper")
 """
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
@@ -40,7 +38,6 @@ __all__ = [
     "load_reference_checkpoint",
     "generator_state_from_reference",
     "discriminator_state_from_reference",
-    "import_reference",
 ]
 
 StateDict = Dict[str, torch.Tensor]
@@ -196,54 +193,3 @@ def discriminator_state_from_reference(state: StateDict, what: str = "D_A") -> S
         raise ConfigError(f"{what}: unexpected key {unexpected[0]!r} ({len(unexpected)} in all): not the "
                           "authors' discriminator")
     return out
-
-
-def import_reference(checkpoint, out, overwrite: bool = False, sample_rate: int = 16000) -> Path:
-    """Writes a model folder for :class:`upcycle_se.inference.UpCycleEnhancement` (and stock SpeechBrain)
-    from the authors' checkpoint; see the module docstring. Built in a hidden folder beside ``out`` and
-    checked (loaded, run) before it is renamed to ``out``: a failure leaves nothing under ``out``.
-
-    Returns
-    -------
-    The model folder.
-    """
-    from upcycle_se.export import (
-        GENERATOR_FILE,
-        HPARAMS_FILE,
-        check_model_folder,
-        render_hparams,
-        replace_folder,
-        template_path,
-    )
-
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out}: already exists (use --overwrite to replace it)")
-    nets = load_reference_checkpoint(checkpoint)
-    enhancer = PaperGenerator()
-    states = {"generator": generator_state_from_reference(nets["G_A2B"], enhancer, "G_A2B")}
-    if "G_B2A" in nets:
-        states["gen_c2n"] = generator_state_from_reference(nets["G_B2A"], PaperGenerator(mode="map"), "G_B2A")
-    for ours, theirs in (("disc_noisy", "D_A"), ("disc_clean", "D_B")):
-        if theirs in nets:
-            states[ours] = discriminator_state_from_reference(nets[theirs], theirs)
-    header = [f"Imported by `upcycle-se import-reference` from {str(Path(checkpoint).name)!r}: the authors'",
-              "Up-Cycle-SENet (github.com/towardsDLCV/Up-Cycle-SENet, MIT licence), G_A2B as the enhancer.", ""]
-    text = render_hparams(template_path().read_text(encoding="utf-8"), enhancer.config, sample_rate, header,
-                          generator_class="PaperGenerator")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
-    try:
-        (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
-        torch.save(states.pop("generator"), tmp / GENERATOR_FILE)
-        for name, state in states.items():
-            torch.save(state, tmp / f"{name}.ckpt")
-        check_model_folder(tmp, sample_rate)
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-

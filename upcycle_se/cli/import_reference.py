@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Imports; prints the model folder, what it holds and the command to enhance with it."""
-    from upcycle_se.reference_import import import_reference
+    from upcycle_se.export import import_reference
 
     folder = import_reference(args.checkpoint, args.out, overwrite=args.overwrite)
     held = ", ".join(sorted(p.name for p in folder.glob("*.ckpt")))
