@@ -172,7 +172,7 @@ class UpCycleEnhancement(Pretrained):
             if str(precision).strip().lower() == "auto":
                 dtype = torch.float32
             else:
-                raise ConfigError("precision bf16 needs an UpCycleGenerator in the model; this one has none")
+                raise ConfigError("precision bf16 needs an Up-Cycle-SENet generator in the model; this one has none")
         model = self.mods[self._model_name]
         if dtype == torch.bfloat16 and self._fp32_state is None:
             self._fp32_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -190,9 +190,8 @@ class UpCycleEnhancement(Pretrained):
         return self.precision
 
     def _generators(self) -> list:
-        from upcycle_se.models import UpCycleGenerator
-
-        return [m for m in self.mods[self._model_name].modules() if isinstance(m, UpCycleGenerator)]
+        """The generators inside the model that have a bf16 path (a ``set_unet_dtype`` method)."""
+        return [m for m in self.mods[self._model_name].modules() if callable(getattr(m, "set_unet_dtype", None))]
 
     @classmethod
     def from_hparams(cls, source: PathLike, hparams_file: str = HPARAMS_FILE, savedir: Optional[PathLike] = None,
