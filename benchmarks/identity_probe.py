@@ -48,8 +48,7 @@ def load_generators(run: Path) -> Dict[str, UpCycleGenerator]:
         # runs from before model_config.json recorded it: trained unless supervised L1 only (loss_type l1)
         hp = (run / "hyperparams.yaml").read_text()
         if "\nloss_type: l1\n" not in hp:
-            mode = "residual" if "c2n_mode: residual" in hp else "map"
-            gens["gen_c2n"] = UpCycleGenerator(**{**configs["gen_n2c"], "mode": mode})
+            gens["gen_c2n"] = UpCycleGenerator(**{**configs["gen_n2c"], "mode": "map"})
     for name, gen in gens.items():
         gen.load_state_dict(torch.load(ckpt / f"{name}.ckpt", map_location="cpu"))
         gen.eval()

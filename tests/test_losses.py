@@ -11,7 +11,7 @@ from upcycle_se.lr_policy import EpochLRPolicy
 
 
 def test_lsgan_values():
-    adv = AdversarialLoss("lsgan")
+    adv = AdversarialLoss()
     real = torch.full((2, 1, 4), 0.5)
     fake = torch.full((2, 1, 4), 0.25)
     # 0.5 * ((0.5-1)^2 + 0.25^2) = 0.5 * (0.25 + 0.0625)
@@ -19,32 +19,20 @@ def test_lsgan_values():
     assert adv.generator_loss(fake).item() == pytest.approx(0.5625)
 
 
-def test_hinge_and_vanilla_differ_from_lsgan():
-    real, fake = torch.full((1, 1, 3), 0.5), torch.full((1, 1, 3), -0.2)
-    hinge = AdversarialLoss("hinge")
-    assert hinge.discriminator_loss(real, fake).item() == pytest.approx(0.5 + 0.8)
-    assert hinge.generator_loss(fake).item() == pytest.approx(0.2)
-    vanilla = AdversarialLoss("vanilla")
-    expected = -math.log(1 / (1 + math.exp(-0.5))) - math.log(1 - 1 / (1 + math.exp(0.2)))
-    assert vanilla.discriminator_loss(real, fake).item() == pytest.approx(expected, rel=1e-5)
-    losses = {m: AdversarialLoss(m).generator_loss(fake).item() for m in ("lsgan", "hinge", "vanilla")}
-    assert len(set(round(v, 6) for v in losses.values())) == 3
-
-
 def test_multiscale_lists_average():
-    adv = AdversarialLoss("lsgan")
+    adv = AdversarialLoss()
     maps = [torch.zeros(1, 1, 4), torch.ones(1, 1, 2)]
     # generator: mean of (0-1)^2 = 1 and (1-1)^2 = 0
     assert adv.generator_loss(maps).item() == pytest.approx(0.5)
 
 
-def test_unknown_gan_mode_and_loss_type_refused():
-    with pytest.raises(ConfigError, match="gan_mode 'wgan'"):
-        AdversarialLoss("wgan")
+def test_unknown_loss_type_and_options_refused():
     with pytest.raises(ConfigError, match="loss_type 'l2gan'"):
         LossConfig(loss_type="l2gan")
     with pytest.raises(ConfigError, match="unknown loss option"):
         LossConfig.from_hparams({"cycle_wieght": 3})
+    with pytest.raises(ConfigError, match=r"unknown loss option\(s\) \['gan_mode'\]"):  # LSGAN only
+        LossConfig.from_hparams({"gan_mode": "hinge"})
     with pytest.raises(ConfigError, match="must be a number >= 0"):
         LossConfig(cycle_weight=-1)
 

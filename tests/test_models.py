@@ -127,22 +127,10 @@ def test_magnitude_mask_keeps_the_noisy_phase_and_map_mode_is_direct():
     assert torch.equal(mapper.apply_output(x, m), m)
 
 
-def test_residual_mode_adds_to_its_input_and_starts_as_the_identity():
-    """``residual`` (opt-in clean->noisy): Y = X + M, with a zero head, so an untrained one returns its
-    input (to STFT round-trip precision), while ``map`` starts from a near-zero spectrum."""
-    torch.manual_seed(4)
-    x, m = torch.randn(1, 2, 5, 3), torch.randn(1, 2, 5, 3)
-    residual = UpCycleGenerator.from_preset("small", mode="residual")
-    torch.testing.assert_close(residual.apply_output(x, m), x + m)
-    assert all(float(p.detach().abs().max()) == 0.0 for p in residual.head.parameters())
-    wav = 0.1 * torch.randn(2, 8000)
-    residual.eval()
-    with torch.no_grad():
-        out = residual(wav)
-        mapped = UpCycleGenerator.from_preset("small", mode="map").eval()(wav)
-    assert float((out - wav).abs().max()) < 1e-5
-    assert float(mapped.norm() / wav.norm()) < 0.5  # the paper's map: far from the input at the start
-    assert UpCycleGenerator(**residual.config).mode == "residual"
+def test_modes_are_mask_and_map_only():
+    """The removed ``residual`` clean->noisy mode is refused in one line."""
+    with pytest.raises(ConfigError, match=r"generator mode must be one of \('mask', 'map'\), got 'residual'"):
+        UpCycleGenerator.from_preset("small", mode="residual")
 
 
 def test_mask_mode_starts_near_a_pass_through(paper_gen):

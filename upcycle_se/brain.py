@@ -8,8 +8,8 @@ Modules (``self.modules``, also the checkpoint names):
 Each training batch holds a noisy crop and a clean crop (unrelated ones in unpaired training). One step
 updates both generators with one optimizer, then both discriminators with another (Adam 2e-4,
 betas 0.5/0.999 in the hparams), as CycleGAN does. The losses are those of :mod:`upcycle_se.losses`:
-adversarial, cycle consistency, identity and, with ``loss_type: l1gan`` (paired data), a supervised L1;
-opt-in, a supervised L1 on remixed pseudo-pairs (``remix_weight``, see :class:`LossConfig`).
+adversarial (LSGAN), cycle consistency, identity and, with ``loss_type: l1gan`` (paired data), a supervised
+L1; opt-in, a supervised L1 on remixed pseudo-pairs (``remix_weight``, see :class:`LossConfig`).
 
 Validation scores whole files with PESQ and STOI (:class:`upcycle_se.metrics.QualityStats`) and keeps the
 best checkpoint by validation PESQ; the test set is only scored, never used for selection. A validation
@@ -22,8 +22,7 @@ stage writes a per-file metrics CSV, a noisy-vs-enhanced summary table and a few
 Opt-in, beyond the paper: ``ema_decay > 0`` keeps an exponential moving average of the noisy->clean
 generator's weights (``torch.optim.swa_utils.AveragedModel``, updated after every generator step,
 checkpointed as ``gen_n2c_ema``). Validation, test and ``upcycle-se export`` then use the average, which
-smooths the step-to-step swings of adversarial training. With ``remix_teacher: ema`` the remixed
-pseudo-pairs take their noise estimates from the average too (a mean teacher, as RemixIT does).
+smooths the step-to-step swings of adversarial training.
 
 A step whose loss or gradient norm is not finite is skipped (no parameter is touched), counted and
 logged; after ``nonfinite_patience`` such steps in a row training stops with :class:`TrainingDivergedError`,
@@ -88,7 +87,7 @@ class UpCycleBrain(sb.Brain):
     def on_fit_start(self):
         """Validates the loss config, writes ``model_config.json`` for export, then SpeechBrain's set-up."""
         self.loss_cfg = LossConfig.from_hparams(dict(self.hparams.loss))
-        self.adv = AdversarialLoss(self.loss_cfg.gan_mode)
+        self.adv = AdversarialLoss()
         self.lr_policy = EpochLRPolicy(self.hparams.lr_policy, self.hparams.n_epochs, self.hparams.n_epochs_decay)
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
@@ -106,8 +105,6 @@ class UpCycleBrain(sb.Brain):
         decay = float(getattr(self.hparams, "ema_decay", 0.0) or 0.0)
         if not 0.0 <= decay < 1.0:
             raise ConfigError(f"ema_decay={decay!r} must be in [0, 1) (0: off, the paper; e.g. 0.999)")
-        if getattr(self, "loss_cfg", None) is not None and self.loss_cfg.remix_teacher == "ema" and decay == 0:
-            raise ConfigError("remix_teacher=ema needs ema_decay > 0 (the averaged generator is the teacher)")
         self._check_resumable_with_ema(decay > 0)
         if decay == 0 or self.EMA_NAME in self.modules:
             return
@@ -293,9 +290,8 @@ class UpCycleBrain(sb.Brain):
                     m["gen_c2n"](noisy), noisy, noisy_lens
                 )
                 total = total + identity_weight * terms["identity"]
-        if cfg.remix_weight > 0:  # opt-in: the enhancer's noise estimates remixed onto clean speech
-            teacher_clean = fake_clean if cfg.remix_teacher == "student" else self._teacher_output(noisy)
-            pseudo_noisy = remix_pseudo_noisy(noisy, teacher_clean, clean, noisy_lens, clean_lens,
+        if cfg.remix_weight > 0:  # opt-in: noise from the noisy crops remixed onto clean speech
+            pseudo_noisy = remix_pseudo_noisy(noisy, fake_clean, clean, noisy_lens, clean_lens,
                                               snr_db=cfg.remix_snr_draw(clean.shape[0]), noise_source=cfg.remix_noise)
             remixed, remixed_spec = m["gen_n2c"](pseudo_noisy, return_spec=True)
             terms["remix"] = self._supervised_l1(remixed, remixed_spec, clean, clean_lens)
@@ -307,18 +303,6 @@ class UpCycleBrain(sb.Brain):
             total = total + cfg.supervised_weight * terms["supervised"]
         terms = {k: v.detach() for k, v in terms.items()}
         return total, terms, fake_clean, fake_noisy
-
-    @torch.no_grad()
-    def _teacher_output(self, noisy: torch.Tensor) -> torch.Tensor:
-        """The averaged generator's enhancement of ``noisy [batch, time]``, in eval mode (its BatchNorm
-        statistics are the averaged ones and are not updated)."""
-        teacher = self.modules[self.EMA_NAME].module
-        was_training = teacher.training
-        teacher.eval()
-        try:
-            return teacher(noisy)
-        finally:
-            teacher.train(was_training)
 
     def _supervised_l1(self, estimate, estimate_spec, clean, clean_lens) -> torch.Tensor:
         """Waveform L1 plus ``spectral_weight`` x spectral L1 (``spectral_compress`` applied) against clean

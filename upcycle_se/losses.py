@@ -1,9 +1,8 @@
 """Losses of Up-Cycle-SENet's cycle-GAN.
 
-- Adversarial losses (:class:`AdversarialLoss`): least squares (LSGAN, Mao et al. 2017; the default, as in
-  CycleGAN), hinge (Lim & Ye 2017) and the original non-saturating cross-entropy GAN. Each takes a
-  discriminator output that is either one score map ``[batch, 1, frames]`` or a list of them (multi-scale
-  discriminator); the loss is averaged over the maps.
+- The adversarial loss (:class:`AdversarialLoss`): least squares (LSGAN, Mao et al. 2017), as in CycleGAN
+  and the paper. It takes a discriminator output that is either one score map ``[batch, 1, frames]`` or a
+  list of them (multi-scale discriminator); the loss is averaged over the maps.
 - :func:`waveform_l1` and :func:`spectral_l1`: the L1 distances used for cycle consistency, identity and,
   in paired training, supervision ("l1gan": supervised L1 on top of the GAN losses).
 
@@ -23,8 +22,6 @@ from upcycle_se.errors import ConfigError
 
 ScoreMaps = Union[torch.Tensor, Sequence[torch.Tensor]]
 
-#: GAN objectives a discriminator/generator pair can be trained with.
-GAN_MODES = ("lsgan", "hinge", "vanilla")
 #: Which groups of terms the generators are trained with.
 #: ``gan``: adversarial + cycle + identity (unpaired); ``l1gan``: ``gan`` + supervised L1 (paired);
 #: ``l1``: supervised L1 only (paired, no discriminator).
@@ -36,38 +33,23 @@ def _as_list(scores: ScoreMaps) -> List[torch.Tensor]:
 
 
 class AdversarialLoss:
-    """Discriminator and generator sides of a GAN objective.
-
-    Arguments
-    ---------
-    mode : one of :data:`GAN_MODES`.
+    """Discriminator and generator sides of the least-squares GAN objective (LSGAN).
 
     Example
     -------
-    >>> adv = AdversarialLoss("lsgan")
+    >>> adv = AdversarialLoss()
     >>> real, fake = torch.ones(2, 1, 5), torch.zeros(2, 1, 5)
     >>> float(adv.discriminator_loss(real, fake)), float(adv.generator_loss(fake))
     (0.0, 1.0)
     """
 
-    def __init__(self, mode: str = "lsgan"):
-        if mode not in GAN_MODES:
-            raise ConfigError(f"gan_mode '{mode}' is not one of {', '.join(GAN_MODES)}")
-        self.mode = mode
-
     def discriminator_loss(self, real: ScoreMaps, fake: ScoreMaps) -> torch.Tensor:
-        """Loss of a discriminator that should score ``real`` high and ``fake`` low."""
+        """Loss of a discriminator that should score ``real`` 1 and ``fake`` 0."""
         real, fake = _as_list(real), _as_list(fake)
         total = 0.0
         for r, f in zip(real, fake):
-            if self.mode == "lsgan":
-                # 0.5 so that D and G losses share CycleGAN's scale
-                total = total + 0.5 * (((r - 1) ** 2).mean() + (f ** 2).mean())
-            elif self.mode == "hinge":
-                total = total + F.relu(1 - r).mean() + F.relu(1 + f).mean()
-            else:
-                total = total + F.binary_cross_entropy_with_logits(r, torch.ones_like(r)) \
-                    + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f))
+            # 0.5 so that D and G losses share CycleGAN's scale
+            total = total + 0.5 * (((r - 1) ** 2).mean() + (f ** 2).mean())
         return total / len(real)
 
     def generator_loss(self, fake: ScoreMaps) -> torch.Tensor:
@@ -75,12 +57,7 @@ class AdversarialLoss:
         fake = _as_list(fake)
         total = 0.0
         for f in fake:
-            if self.mode == "lsgan":
-                total = total + ((f - 1) ** 2).mean()
-            elif self.mode == "hinge":
-                total = total - f.mean()
-            else:
-                total = total + F.binary_cross_entropy_with_logits(f, torch.ones_like(f))
+            total = total + ((f - 1) ** 2).mean()
         return total / len(fake)
 
 
@@ -138,9 +115,8 @@ def _masked_rms(x: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
     return ((x.pow(2) * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sqrt()
 
 
-#: Hop of :func:`pause_noise`'s windows (16 ms at 16 kHz); the windows are twice as long. Measured on 1 s
-#: training crops (``benchmarks/noise_estimate_probe.py``): the quietest 10 % of 32 ms windows hold the
-#: true noise at +8.6 dB SI-SNR (speech 8.7 dB below it); of 64 ms windows, +8.8 dB; 20 %: +6.0 / +4.6 dB.
+#: Hop of :func:`pause_noise`'s windows (16 ms at 16 kHz); the windows are twice as long
+#: (``benchmarks/noise_estimate_probe.py`` compares window lengths and quantiles).
 PAUSE_FRAME = 256
 #: Share of each crop's windows that :func:`pause_noise` treats as pauses.
 PAUSE_QUANTILE = 0.1
@@ -148,7 +124,8 @@ PAUSE_QUANTILE = 0.1
 
 def pause_noise(noisy: torch.Tensor, length: int, noisy_lens: torch.Tensor = None, quantile: float = PAUSE_QUANTILE,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Noise mined from the pauses of noisy crops: their quietest frames, re-tiled to ``length`` samples.
+    """Noise mined from the pauses of noisy crops: their quietest frames, re-tiled to ``length`` samples
+    (in the spirit of minimum-statistics noise estimation, Martin 2001).
 
     Each crop of ``noisy [batch, time]`` is cut into ``2 * PAUSE_FRAME`` windows at hop ``PAUSE_FRAME``; the
     windows whose energy is at most the ``quantile`` of that crop's (at least one; windows past
@@ -236,8 +213,6 @@ def remix_pseudo_noisy(noisy: torch.Tensor, enhanced: torch.Tensor, clean: torch
         return clean + noise
 
 
-#: Which generator gives the remix term its noise estimates (``LossConfig.remix_teacher``).
-REMIX_TEACHERS = ("student", "ema")
 #: Where the remix term's noise comes from (``LossConfig.remix_noise``, :func:`remix_pseudo_noisy`).
 REMIX_NOISE_SOURCES = ("estimate", "pauses")
 
@@ -246,45 +221,20 @@ REMIX_NOISE_SOURCES = ("estimate", "pauses")
 class LossConfig:
     """Which loss terms are on and their weights (the ``loss`` section of the hparams).
 
-    Defaults follow the paper / CycleGAN: cycle 20 (the paper's ``lambda_A = lambda_B``),
-    identity 10 (half the cycle weight, CycleGAN's ``lambda_identity = 0.5``), held constant.
+    The defaults are the paper's (CycleGAN's weights); every opt-in field's default switches it off.
 
-    ``identity_decay_steps > 0`` (opt-in, beyond the paper) decays the identity weight linearly to 0 over
-    that many generator updates, then keeps it off, in the spirit of CycleGAN-VC (identity only early in
-    training): the identity term keeps the first updates close to the input, but held constant it brakes
-    the unpaired generator near the identity map (measured: +0.09 vs +0.17 validation PESQ gain with
-    weight 10 vs 0 at 220 steps).
-    ``spectral_compress < 1`` (opt-in, beyond the paper) computes the supervised spectral term on
-    power-law compressed spectra (:func:`compress_spectrum`; 0.3 is the usual choice), which weights the
-    quiet bins where residual noise is heard; 1 keeps the paper's linear spectra.
-    ``noisy_cycle_scale < 1`` (opt-in, beyond the paper) scales the noisy-side cycle term,
-    ``|G_c2n(G_n2c(noisy)) - noisy|``, relative to the clean-side one, ``|G_n2c(G_c2n(clean)) - clean|``
-    (both weighted by ``cycle_weight``). The clean->noisy generator is deterministic, so it can only give
-    back the exact noise of a noisy input if the enhanced output still carries it: at full weight the
-    noisy-side cycle pays the noisy->clean generator for keeping the noise. The clean-side cycle is
-    well posed (noise added, then removed) and is where the noisy->clean generator learns to denoise the
-    clean->noisy generator's output. 1 keeps the paper's symmetric cycle; 0 drops the noisy side.
-    ``remix_weight > 0`` (opt-in, beyond the paper; unpaired training) adds a supervised term on remixed
-    pseudo-pairs, in the spirit of bootstrapped remixing (RemixIT, Tzinis et al. 2022): the enhancer's own
-    noise estimate of each noisy crop, ``noisy - G_n2c(noisy)`` (no gradient), is added to a clean crop at
-    the estimated SNR of that noisy crop, and ``G_n2c`` is trained with the supervised L1 (waveform +
-    spectral, ``spectral_compress`` included) to give the clean crop back. The clean->noisy generator's
-    output is a deterministic function of clean speech; the remixed input carries the noise of the real
-    noisy pile, with the whole variety of that pile. 0 (default): the paper's losses only.
-    ``remix_snr``: ``estimated`` (default) mixes at each noisy crop's estimated SNR; ``[low, high]`` (dB)
-    draws each item's SNR uniformly from that range, so the pseudo-pairs have realistic levels even while
-    the enhancer, still near the identity, removes (and so estimates) only a little of the noise.
-    ``remix_teacher``: ``student`` (default) takes the noise estimates from the generator being trained;
-    ``ema`` from its weight average (needs the Brain's ``ema_decay > 0``), a slower-moving teacher; refused
-    with ``remix_noise: pauses`` and a ``remix_snr`` range, where no enhancer output is used.
-    ``remix_noise``: ``estimate`` (default) remixes the enhancer's noise estimate, ``noisy - enhanced``;
-    ``pauses`` remixes noise mined from the noisy crop's quietest frames (:func:`pause_noise`), which holds
-    far less speech (measured on 1 s training crops, the quietest 10 % of 32 ms windows: SI-SNR +8.6 dB
-    against the true noise there, against +0.3 dB for the estimate of `base_unpaired`).
+    - ``loss_type``: ``gan`` (adversarial + cycle + identity), ``l1gan`` (+ supervised L1), ``l1`` (supervised only).
+    - ``adversarial_weight``, ``cycle_weight``, ``identity_weight``: weights of the cycle-GAN terms.
+    - ``supervised_weight``, ``spectral_weight``: supervised L1 (waveform + ``spectral_weight`` x spectral).
+    - ``identity_decay_steps``: opt-in; > 0 decays the identity weight linearly to 0 over that many updates.
+    - ``spectral_compress``: opt-in; < 1 compares power-law compressed spectra (:func:`compress_spectrum`).
+    - ``noisy_cycle_scale``: opt-in; < 1 scales down the noisy-side cycle term (0: clean-side cycle only).
+    - ``remix_weight``: opt-in; > 0 adds a supervised L1 on remixed pseudo-pairs (:func:`remix_pseudo_noisy`).
+    - ``remix_snr``: ``estimated`` (each noisy crop's estimated SNR) or ``[low, high]`` dB to draw from.
+    - ``remix_noise``: ``estimate`` (``noisy - enhanced``) or ``pauses`` (:func:`pause_noise`).
     """
 
     loss_type: str = "gan"
-    gan_mode: str = "lsgan"
     adversarial_weight: float = 1.0
     cycle_weight: float = 20.0
     identity_weight: float = 10.0
@@ -295,13 +245,11 @@ class LossConfig:
     noisy_cycle_scale: float = 1.0
     remix_weight: float = 0.0
     remix_snr: Union[str, Sequence[float]] = "estimated"
-    remix_teacher: str = "student"
     remix_noise: str = "estimate"
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
             raise ConfigError(f"loss_type '{self.loss_type}' is not one of {', '.join(LOSS_TYPES)}")
-        AdversarialLoss(self.gan_mode)  # validates the name
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "float" and (not isinstance(value, (int, float)) or value < 0):
@@ -318,12 +266,6 @@ class LossConfig:
             raise ConfigError(f"remix_snr={snr!r} must be 'estimated' or [low, high] in dB with low <= high")
         if self.remix_noise not in REMIX_NOISE_SOURCES:
             raise ConfigError(f"remix_noise={self.remix_noise!r} must be one of {', '.join(REMIX_NOISE_SOURCES)}")
-        if self.remix_teacher not in REMIX_TEACHERS:
-            raise ConfigError(f"remix_teacher={self.remix_teacher!r} must be one of {', '.join(REMIX_TEACHERS)}")
-        if self.remix_teacher == "ema" and self.remix_noise == "pauses" and self.remix_snr != "estimated":
-            # the teacher's output would be computed every step and thrown away
-            raise ConfigError("remix_teacher=ema has no effect with remix_noise=pauses and remix_snr=[low, high]: "
-                              "neither the remixed noise nor its level comes from an enhancer then")
         steps = self.identity_decay_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"identity_decay_steps={steps!r} must be an integer >= 0 (0: constant, the paper)")

@@ -18,7 +18,7 @@ import pytest
 from speechbrain.utils.run_opts import RunOptions
 
 from upcycle_se.errors import ConfigError
-from upcycle_se.recipe import validate_hparams
+from upcycle_se.recipe import load_hparams, validate_hparams
 
 REPO = Path(__file__).resolve().parents[2]
 BRAIN = REPO / "upcycle_se" / "brain.py"
@@ -84,3 +84,28 @@ def test_grad_accumulation_on_the_command_line_is_one_line(recipe, tmp_path):
     # refused before the experiment folder is made (no train.py, hyperparams.yaml, log.txt archived there;
     # the empty save/ and tensorboard/ folders come from building the hparams' checkpointer and writer)
     assert not list((tmp_path / "out").glob("*.*")) and not list((tmp_path / "out").glob("save/*"))
+
+
+@pytest.mark.parametrize("override, record", [
+    ("c2n_mode: residual", "docs/experiments/unpaired.md"),
+    ("remix_teacher: ema", "docs/experiments/unpaired.md"),
+    ("gan_mode: hinge", "docs/experiments/README.md"),
+])
+@pytest.mark.parametrize("recipe, hparams_file", HPARAMS, ids=[f"{r.name}/{h.name}" for r, h in HPARAMS])
+def test_a_removed_key_is_one_line_naming_its_record(recipe, hparams_file, override, record, tmp_path):
+    """``--c2n_mode=residual`` and the like: one line that names the key, says it was removed and where its
+    measurement is kept (instead of HyperPyYAML's "override not found")."""
+    key = override.split(":")[0]
+    assert key not in re.findall(r"^([A-Za-z_]\w*):", hparams_file.read_text(), re.M)
+    with pytest.raises(ConfigError) as err:
+        load_hparams(str(hparams_file), f"{override}\noutput_folder: {tmp_path}\n")
+    message = str(err.value)
+    assert message.startswith(f"{key} was removed: ") and record in message and "\n" not in message
+    assert (REPO / record).is_file()
+
+
+def test_a_removed_key_in_an_old_hparams_file_is_one_line(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("c2n_mode: map\nlr: 0.001\n")
+    with pytest.raises(ConfigError, match=r"old\.yaml: c2n_mode was removed: .*docs/experiments/unpaired\.md"):
+        load_hparams(str(old), {})

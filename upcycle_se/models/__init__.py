@@ -24,9 +24,8 @@ GENERATOR_CLASSES = {"UpCycleGenerator": UpCycleGenerator, "PaperGenerator": Pap
 def build_generator(preset: str, mode: str = "mask", mask_type: str = "complex", **overrides: Any) -> nn.Module:
     """The generator of ``preset``: the authors' network (``paper``, ``paper_small``:
     :class:`PaperGenerator`) or the redesign (``redesign``, ``redesign_base``, ``redesign_small``:
-    :class:`UpCycleGenerator`). ``mode`` is ``mask`` (noisy -> clean) or ``map`` (clean -> noisy; the
-    redesign also has ``residual``); ``mask_type`` (``complex``, or the redesign's ``magnitude``) is
-    used in ``mask`` mode."""
+    :class:`UpCycleGenerator`). ``mode`` is ``mask`` (noisy -> clean) or ``map`` (clean -> noisy);
+    ``mask_type`` (``complex``, or the redesign's ``magnitude``) is used in ``mask`` mode."""
     if preset in PAPER_PRESETS:
         if mode == "mask" and mask_type != "complex":
             raise ConfigError(f"generator preset {preset!r} has only the paper's complex (polar) mask, "

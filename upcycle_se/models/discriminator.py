@@ -2,7 +2,7 @@
 
 :class:`WaveDiscriminator` scores overlapping patches of a waveform ``[batch, time]`` with a stack of
 weight-normalised, grouped, strided 1-D convolutions and LeakyReLU(0.2), returning a patch score map
-``[batch, 1, frames]`` (a PatchGAN-style output usable with least-squares or hinge losses).
+``[batch, 1, frames]`` (a PatchGAN-style output, trained with the least-squares GAN loss).
 
 Presets (``from_preset``): ``"paper"`` is the authors' discriminator layer for layer (one MelGAN block:
 reflection-padded kernel 15, four stride-4 kernel-41 layers grouped 4/16/64/256, kernel 5, kernel 3;

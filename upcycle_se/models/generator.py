@@ -17,10 +17,7 @@ Output modes:
   ``tanh(|M|) / |M| * M * X`` (no atan2: smooth gradients, exportable);
 - ``mode="mask"``, ``mask_type="magnitude"`` (the magnitude-only ablation): ``Y = tanh(|M|) * X``,
   a real mask bounded in [0, 1) with the noisy phase reused;
-- ``mode="map"`` (clean -> noisy): ``Y = M``, the spectrum directly (the paper's);
-- ``mode="residual"`` (clean -> noisy, opt-in): ``Y = X + M``, the input plus what the U-Net adds, with
-  the head zero-initialized so that it starts as the identity map (a clean->noisy generator has to add
-  noise, not remove anything; ``map`` starts from a near-zero spectrum instead).
+- ``mode="map"`` (clean -> noisy): ``Y = M``, the spectrum directly (the paper's).
 
 Measured with :mod:`upcycle_se.models.profile` (``python -m upcycle_se.models.profile``). MACs count
 the convolutions, i.e. everything but the FFTs and element-wise operations; forward time is one
@@ -96,7 +93,7 @@ GENERATOR_PRESETS: Dict[str, Dict[str, Any]] = {
 #: Short names of the scaled-down presets, accepted everywhere a preset is (recipes, ``from_preset``).
 PRESET_ALIASES: Dict[str, str] = {"base": "redesign_base", "small": "redesign_small"}
 
-_MODES = ("mask", "map", "residual")
+_MODES = ("mask", "map")
 _MASK_TYPES = ("complex", "magnitude")
 
 
@@ -147,8 +144,7 @@ class UpCycleGenerator(nn.Module):
     Arguments
     ---------
     mode : str
-        ``"mask"`` (noisy -> clean), ``"map"`` (clean -> noisy, spectrum mapping) or ``"residual"``
-        (clean -> noisy, input plus the U-Net's output; starts as the identity).
+        ``"mask"`` (noisy -> clean) or ``"map"`` (clean -> noisy, spectrum mapping).
     mask_type : str
         ``"complex"`` (DCCRN-E polar mask) or ``"magnitude"`` (bounded magnitude mask, noisy phase);
         used in ``mask`` mode only.
@@ -265,9 +261,6 @@ class UpCycleGenerator(nn.Module):
             # Start near a pass-through: M ~ 1 keeps the phase and scales by tanh(1) ~ 0.76, instead of
             # M ~ 0 muting everything, which gives the cycle and identity losses a useless start.
             nn.init.constant_(self.head.bias_real, 1.0)
-        elif mode == "residual":
-            for param in self.head.parameters():  # Y = X + 0 at the start: the identity map
-                nn.init.zeros_(param)
 
     #: Run the U-Net on channels-last (NHWC) feature maps when the input is on CPU, where oneDNN's
     #: convolutions are 1.5-3x faster in that layout than channels-first (``benchmarks/speed.py``
@@ -345,8 +338,6 @@ class UpCycleGenerator(nn.Module):
         """Turns the head output ``est`` into the output spectrum given the input ``spec`` (both ``[B, 2, F, N]``)."""
         if self.mode == "map":
             return est
-        if self.mode == "residual":
-            return spec + est
         mr, mi = est[:, 0:1], est[:, 1:2]
         mag = torch.sqrt(mr * mr + mi * mi + 1e-8)
         bounded = torch.tanh(mag)
