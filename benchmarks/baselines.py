@@ -29,6 +29,9 @@ with the speech taken for noise.
 Every function takes a float waveform ``[time]`` (or ``[..., time]``, processed row by row in one
 vectorised pass) and returns one of the same shape and length; the recursions that must run over frames
 (MCRA averaging, decision-directed SNR) are loops over frames vectorised over frequency and batch.
+
+``ENHANCERS`` adds to them the third-party denoisers of :mod:`benchmarks.peers` (RNNoise, WebRTC noise
+suppression, noisereduce), with the same signature.
 """
 from __future__ import annotations
 
@@ -39,7 +42,9 @@ from scipy.ndimage import convolve1d, minimum_filter1d
 from scipy.signal import lfilter
 from scipy.special import exp1
 
-__all__ = ["spectral_subtraction", "wiener", "mmse_lsa", "mcra_noise_psd", "BASELINES"]
+from benchmarks.peers import PEERS
+
+__all__ = ["spectral_subtraction", "wiener", "mmse_lsa", "mcra_noise_psd", "BASELINES", "ENHANCERS"]
 
 _TINY = 1e-20
 
@@ -257,9 +262,13 @@ def mmse_lsa(noisy: np.ndarray, sr: int = 16000, *, alpha_dd: float = 0.98, xi_m
     return _enhance(noisy, sr, frame_ms, noise_kw, gain)
 
 
-#: Name -> enhancer ``f(noisy [time], sr=16000, **params) -> [time]``, for the benchmark's method list.
+#: Name -> enhancer ``f(noisy [time], sr=16000, **params) -> [time]``: the classical enhancers above.
 BASELINES: Dict[str, Callable[..., np.ndarray]] = {
     "spectral_subtraction": spectral_subtraction,
     "wiener": wiener,
     "mmse_lsa": mmse_lsa,
 }
+#: Every reference the quality benchmark can score: :data:`BASELINES`, then the peers of
+#: :mod:`benchmarks.peers` (RNNoise, WebRTC NS, noisereduce; their packages are the ``peers`` extra,
+#: imported when a peer first runs).
+ENHANCERS: Dict[str, Callable[..., np.ndarray]] = {**BASELINES, **PEERS}

