@@ -17,7 +17,8 @@ Steps (each one reused when its output already exists in ``--work``, so an inter
 1. build the synthetic corpus (``upcycle_se.corpus.build.build_preset``, fixed seed) -- part of the benchmark;
 2. prepare the manifests (``prepare_voicebank``) and, for the CPU/tiny budgets, the per-epoch training and
    validation subsets that make the budget fit (every training speaker kept, fewer utterances per epoch);
-3. score the noisy test input and the classical baselines (``benchmarks.baselines``) on every test file;
+3. score the noisy test input, the classical baselines (``benchmarks.baselines``) and the peers users would run
+   instead (RNNoise, WebRTC NS, noisereduce: ``benchmarks.peers``, the ``peers`` extra) on every test file;
 4. train each Up-Cycle-SENet system with ``recipes/VoiceBankDEMAND/train.py`` in a subprocess (its test
    stage scores the best-validation checkpoint on the same test files);
 5. the real-voice set (``upcycle_se.corpus.realvoice``: ALSA's recorded voice clips x the test noises x the
@@ -66,6 +67,7 @@ CORPUS_SEED = 0
 if str(REPO) not in sys.path:  # `python benchmarks/quality.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from benchmarks.peers import PEER_NAMES  # noqa: E402
 from benchmarks.results_file import cpu_model, replace_section  # noqa: E402
 
 
@@ -206,6 +208,9 @@ BASELINE_LABELS = {
     "spectral_subtraction": "Spectral subtraction (Boll/Berouti, MCRA noise)",
     "wiener": "Wiener filter (decision-directed, MCRA noise)",
     "mmse_lsa": "MMSE-LSA (Ephraim-Malah, MCRA noise)",
+    "rnnoise": "RNNoise (pyrnnoise 0.4.5, 48 kHz)",
+    "webrtc": "WebRTC noise suppression (level 4, no AGC)",
+    "noisereduce": "noisereduce 3.0.3 (non-stationary spectral gating)",
 }
 
 
@@ -290,8 +295,8 @@ def test_set_dirs(work: Path, test_set: str = "synthetic") -> Dict[str, Path]:
 
 def score_reference_systems(work: Path, names: Sequence[str], n_jobs: int, log,
                             test_set: str = "synthetic") -> Dict[str, Dict]:
-    """Noisy input and classical baselines, scored on every file of ``test_set``; per-file rows and wall times."""
-    from benchmarks.baselines import BASELINES
+    """Noisy input, classical baselines and peers, scored on every file of ``test_set``; per-file rows and wall times."""
+    from benchmarks.baselines import ENHANCERS
     from upcycle_se.audio import list_audio_files, load_mono, write_audio_atomic
     from upcycle_se.metrics import evaluate_folders
 
@@ -311,7 +316,7 @@ def score_reference_systems(work: Path, names: Sequence[str], n_jobs: int, log,
             out_dir.mkdir(parents=True, exist_ok=True)
             for path in files:
                 sig = load_mono(path, 16000).numpy().astype(np.float64)
-                enh = BASELINES[name](sig, 16000)
+                enh = ENHANCERS[name](sig, 16000)
                 write_audio_atomic(out_dir / Path(path).name, np.clip(enh, -1.0, 1.0).astype(np.float32), 16000)
         t_enh = time.perf_counter() - t0
         cache = dirs["enhanced"] / f"{name}_scores.json"
@@ -650,7 +655,8 @@ def _paired_diff(a: Dict[str, Dict[str, float]], b: Dict[str, Dict[str, float]],
 
 def realvoice_verdict(rv_rows: Dict[str, Dict]) -> List[str]:
     """Per trained system on the real-voice set: PESQ against MMSE-LSA and STOI against the noisy input
-    (issue 12's real-voice targets), as per-file paired differences."""
+    (issue 12's real-voice targets), then PESQ and STOI against each peer present, as per-file paired
+    differences."""
     out = []
     for key, row in rv_rows.items():
         if key not in SYSTEMS:
@@ -662,6 +668,9 @@ def realvoice_verdict(rv_rows: Dict[str, Dict]) -> List[str]:
                          f"({'at least equal' if d['mean'] >= 0 else 'below'})")
         d = _paired_diff(row["rows"], rv_rows["noisy"]["rows"], "stoi")
         parts.append(f"STOI vs noisy {d['mean']:+.3f} ± {d['ci']:.3f} ({'not below' if d['mean'] >= 0 else 'below'})")
+        for peer in (p for p in PEER_NAMES if p in rv_rows):
+            dp, ds = (_paired_diff(row["rows"], rv_rows[peer]["rows"], m) for m in ("pesq", "stoi"))
+            parts.append(f"vs {peer}: PESQ {dp['mean']:+.2f} ± {dp['ci']:.2f}, STOI {ds['mean']:+.3f} ± {ds['ci']:.3f}")
         out.append(f"- Real voice, {row['label']}: " + "; ".join(parts) + ".")
     return out
 
@@ -720,7 +729,8 @@ def run(budget_name: str, work: Path, results: Path, systems: Optional[Sequence[
     corpus = build_corpus(work, budget.preset, log)
     corpus_seconds = time.perf_counter() - t0
     prep = prepare(work, budget, log)
-    baselines = list(BASELINES_DEFAULT if baselines is None else baselines)
+    baselines = available_baselines(BASELINES_DEFAULT if baselines is None else baselines, log,
+                                    explicit=baselines is not None)
     names = list(budget.systems if systems is None else systems)
     realvoice = build_realvoice_set(work, budget, corpus, log) if budget.realvoice else None
     with ThreadPoolExecutor(max_workers=max(1, budget.parallel)) as pool:
@@ -767,7 +777,26 @@ def run(budget_name: str, work: Path, results: Path, systems: Optional[Sequence[
     return state
 
 
-BASELINES_DEFAULT = ("spectral_subtraction", "wiener", "mmse_lsa")
+#: The reference rows a run scores unless told otherwise: the classical enhancers, then the peers users would
+#: run instead (the `peers` extra; a peer whose package does not import is left out with a log line).
+BASELINES_DEFAULT = ("spectral_subtraction", "wiener", "mmse_lsa", "rnnoise", "webrtc", "noisereduce")
+
+
+def available_baselines(names: Sequence[str], log=print, explicit: bool = False) -> List[str]:
+    """``names`` less the peers whose package does not import here (each one logged with how to install it).
+
+    Raises
+    ------
+    SystemExit: when ``explicit`` (asked for by name) and a named peer does not import.
+    """
+    from benchmarks.peers import missing_peers
+
+    missing = {k: v for k, v in missing_peers().items() if k in names}
+    if missing and explicit:
+        raise SystemExit("; ".join(f"{k}: {v}" for k, v in missing.items()))
+    for name, why in missing.items():
+        log(f"{name}: left out, {why}")
+    return [n for n in names if n not in missing]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -87,6 +87,18 @@ def test_finetune_budget_starts_from_the_shipped_model_and_trains_bf16_only_wher
     cpu = quality.train_command(quality.BUDGETS["cpu"], quality.SYSTEMS["paired"], tmp_path, tmp_path)
     assert not any(c.startswith("--precision") for c in cpu)
 
+def test_peers_are_default_baselines_and_a_missing_one_is_left_out_unless_asked_for(monkeypatch):
+    assert {"rnnoise", "webrtc", "noisereduce"} <= set(quality.BASELINES_DEFAULT) <= set(quality.BASELINE_LABELS)
+    monkeypatch.setattr("benchmarks.peers.missing_peers", lambda: {"rnnoise": "install the peers extra"})
+    logged = []
+    assert quality.available_baselines(quality.BASELINES_DEFAULT, logged.append) == [
+        n for n in quality.BASELINES_DEFAULT if n != "rnnoise"]
+    assert logged == ["rnnoise: left out, install the peers extra"]
+    assert quality.available_baselines(["mmse_lsa"], logged.append, explicit=True) == ["mmse_lsa"]
+    with pytest.raises(SystemExit, match="rnnoise: install the peers extra"):
+        quality.available_baselines(["mmse_lsa", "rnnoise"], logged.append, explicit=True)
+
+
 @pytest.mark.slow
 def test_tiny_budget_end_to_end(tmp_path):
     pytest.importorskip("pesq")
@@ -105,7 +117,10 @@ def test_tiny_budget_end_to_end(tmp_path):
     begin, end = quality.markers("tiny")  # a budget's own section: the `cpu` budget's table is left alone
     assert "## Speed\nuntouched" in text and begin in text and end in text and quality.BEGIN not in text
     assert "not VoiceBank-DEMAND scores" in text
-    assert set(state["rows"]) == {"noisy", "spectral_subtraction", "wiener", "mmse_lsa", "paired"}
+    from benchmarks.peers import PEER_NAMES, missing_peers
+
+    peers = set(PEER_NAMES) - set(missing_peers())  # the peers extra's, where it is installed
+    assert set(state["rows"]) == {"noisy", "spectral_subtraction", "wiener", "mmse_lsa", "paired", *peers}
     for row in state["rows"].values():  # every row scored on the same test files, finite means
         assert set(row["rows"]) == set(state["rows"]["noisy"]["rows"])
         assert all(math.isfinite(row["summary"][m]["mean"]) for m in ("pesq", "stoi", "covl"))
