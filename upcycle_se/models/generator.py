@@ -1,4 +1,7 @@
-"""The Up-Cycle-SENet generator: a complex-valued convolutional U-Net on the STFT (DCCRN lineage).
+"""This project's redesign of the Up-Cycle-SENet generator: a complex-valued convolutional U-Net on the STFT
+(DCCRN lineage). The authors' network, layer for layer, is :class:`upcycle_se.models.PaperGenerator`; this
+one differs in kernels (3x3, 4x4 transposed), level layout, ASPP and STFT, and runs on any length by padding
+its feature maps.
 
 Waveform in, waveform out (``[batch, time]``, same length, any length). Inside::
 
@@ -19,29 +22,12 @@ Output modes:
   a real mask bounded in [0, 1) with the noisy phase reused;
 - ``mode="map"`` (clean -> noisy): ``Y = M``, the spectrum directly (the paper's).
 
-Measured with :mod:`upcycle_se.models.profile` (``python -m upcycle_se.models.profile``). MACs count
-the convolutions, i.e. everything but the FFTs and element-wise operations; forward time is one
-eval-mode pass on 2 s of audio, batch 1, one thread of the 2-core development CPU (best of 3):
+Presets (:data:`GENERATOR_PRESETS`): ``redesign`` (channels 16, 16, 64, 256, three bottom blocks; about
+the authors' parameter count), ``redesign_base`` (8, 16, 32, 128, two bottom blocks: the full-resolution
+levels, where the MACs go, halved; for long CPU training) and ``redesign_small`` (8, 8, 16, 32, one bottom
+block). Sizes and speed: ``python -m upcycle_se.models.profile`` and ``benchmarks/RESULTS.md``.
 
-============  ==========  ===============  ============
-preset        parameters  GMACs / s audio  forward, 2 s
-============  ==========  ===============  ============
-``paper``     9,343,330   17.01            0.33 s
-``base``      1,785,794   4.03             see below
-``small``     127,634     1.11             0.044 s
-============  ==========  ===============  ============
-
-``base`` (channels 8, 16, 32, 128, two bottom blocks) is sized for long training on a 2-core CPU; its
-forward time was measured on a loaded machine only: 0.40 s for 2 s of audio on one thread, while the same
-run timed ``small`` at 0.23 s and ``paper`` at 1.5 s (so roughly 0.1 s on a quiet one).
-
-(Before the speed work of ``benchmarks/speed.py``: 17.23 / 1.13 GMACs/s and 0.43 / 0.056 s; the MACs
-dropped because the ASPP projection of the global-pool branch is now computed once per item instead of
-once per time-frequency bin.) Most of the paper preset's cost is its three 256-channel residual blocks
-at 1/8 resolution. The ``small`` preset (:data:`GENERATOR_PRESETS`) has channels 8, 8, 16, 32 and one
-bottom block.
-
-Inference speed (``benchmarks/RESULTS.md``): on CPU the U-Net runs on channels-last feature maps
+On CPU the U-Net runs on channels-last feature maps
 (:attr:`UpCycleGenerator.channels_last_on_cpu`), and in evaluation mode the layers of
 :mod:`upcycle_se.nnet.complex` fold batch norms into the preceding convolutions and apply activations in
 place when no gradient is recorded; :func:`upcycle_se.models.runtime.keep_freed_memory` is an opt-in
@@ -139,7 +125,7 @@ class _Up(nn.Module):
 
 
 class UpCycleGenerator(nn.Module):
-    """Complex U-Net generator of Up-Cycle-SENet; ``UpCycleGenerator()`` is the paper-size noisy->clean one.
+    """The redesign's complex U-Net generator; ``UpCycleGenerator()`` is its paper-size noisy->clean one.
 
     Arguments
     ---------

@@ -10,10 +10,9 @@ Memory:
 
 PyTorch's CPU allocator does not cache memory: every feature map is a fresh ``malloc``, and glibc serves
 large blocks with ``mmap`` and hands them back with ``munmap`` on free. Each forward pass of the paper
-generator therefore page-faults its whole working set back in (about 0.5 M minor faults, a third of the
-CPU time of a 10 s input on the development machine). :func:`keep_freed_memory` tells glibc to serve
+generator therefore page-faults its whole working set back in, which costs a large share of its CPU time. :func:`keep_freed_memory` tells glibc to serve
 large blocks from its heap and to keep freed memory for reuse, which removes those faults. The cost is a
-resident set that stays at its high-water mark (about +20 % peak RSS measured on the paper generator),
+resident set that stays at its high-water mark,
 which is why this is an explicit opt-in for inference processes rather than something importing
 :mod:`upcycle_se` does. ``python -m benchmarks.speed`` measures the gain (its allocator table).
 
