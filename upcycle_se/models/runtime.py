@@ -9,12 +9,12 @@ convolution and torch falls back to a generic kernel several times slower than f
 Memory:
 
 PyTorch's CPU allocator does not cache memory: every feature map is a fresh ``malloc``, and glibc serves
-large blocks with ``mmap`` and hands them back with ``munmap`` on free. Each forward pass of the paper
-generator therefore page-faults its whole working set back in, which costs a large share of its CPU time. :func:`keep_freed_memory` tells glibc to serve
-large blocks from its heap and to keep freed memory for reuse, which removes those faults. The cost is a
-resident set that stays at its high-water mark,
-which is why this is an explicit opt-in for inference processes rather than something importing
-:mod:`upcycle_se` does. ``python -m benchmarks.speed`` measures the gain (its allocator table).
+large blocks with ``mmap`` and hands them back with ``munmap`` on free. Each forward pass of a large
+generator therefore page-faults its whole working set back in, a large share of its CPU time.
+:func:`keep_freed_memory` tells glibc to serve large blocks from its heap and to keep freed memory for
+reuse, which removes those faults. The cost is a resident set that stays at its high-water mark, which is
+why this is an explicit opt-in for inference processes rather than something importing :mod:`upcycle_se`
+does. ``python -m benchmarks.speed`` measures the gain (its allocator table).
 
 Authors
  * upcycle-se contributors 2025
