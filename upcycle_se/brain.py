@@ -55,6 +55,7 @@ from upcycle_se.checkpoints import make_atomic, set_aside_incomplete_checkpoints
 from upcycle_se.errors import ConfigError, UserError
 from upcycle_se.losses import AdversarialLoss, LossConfig, remix_pseudo_noisy, spectral_l1, waveform_l1
 from upcycle_se.lr_policy import EpochLRPolicy
+from upcycle_se.models.attenuation import check_max_attenuation_db, max_attenuation
 from upcycle_se.validation import ExampleCollector, log_examples, snr_gain
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class UpCycleBrain(sb.Brain):
     (optimizer factories taking parameters), ``lr``, ``lr_policy``, ``n_epochs``, ``n_epochs_decay``,
     ``epoch_counter``, ``sample_rate``, ``valid_metrics`` (e.g. ``[pesq, stoi]``), ``test_metrics``,
     ``n_jobs``, ``output_folder``, ``save_folder``, ``train_logger``; optional ``tensorboard_logger``,
-    ``enhanced_folder``, ``n_enhanced_to_save``.
+    ``enhanced_folder``, ``n_enhanced_to_save``, ``max_attenuation_db`` (the attenuation limit, in dB, of
+    the enhancing generator at validation and test; None: none; see :mod:`upcycle_se.models.attenuation`).
     """
 
     # ------------------------------------------------------------------ set-up
@@ -87,6 +89,7 @@ class UpCycleBrain(sb.Brain):
     def on_fit_start(self):
         """Validates the loss config, writes ``model_config.json`` for export, then SpeechBrain's set-up."""
         self.loss_cfg = LossConfig.from_hparams(dict(self.hparams.loss))
+        self._max_attenuation_db()  # a bad test-time option stops the run before training, not after
         self.adv = AdversarialLoss()
         self.lr_policy = EpochLRPolicy(self.hparams.lr_policy, self.hparams.n_epochs, self.hparams.n_epochs_decay)
         self.nonfinite_in_a_row = 0
@@ -178,10 +181,21 @@ class UpCycleBrain(sb.Brain):
 
     # ------------------------------------------------------------------ forward
     def compute_forward(self, batch, stage):
-        """Enhances the noisy batch: returns ``(enhanced [batch, time], enhanced_spec [batch, 2, F, N])``."""
+        """Enhances the noisy batch: returns ``(enhanced [batch, time], enhanced_spec [batch, 2, F, N])``.
+
+        Outside training, with the ``max_attenuation_db`` hparam set, the generator's mask gain is floored.
+        """
         batch = batch.to(self.device)
         noisy, _ = batch.noisy_sig
-        return self._enhancer(stage)(noisy, return_spec=True)
+        enhancer = self._enhancer(stage)
+        if stage == sb.Stage.TRAIN:
+            return enhancer(noisy, return_spec=True)
+        with max_attenuation(enhancer, self._max_attenuation_db()):
+            return enhancer(noisy, return_spec=True)
+
+    def _max_attenuation_db(self) -> Optional[float]:
+        """The ``max_attenuation_db`` hparam, checked (None when absent); a one-line ConfigError if bad."""
+        return check_max_attenuation_db(getattr(self.hparams, "max_attenuation_db", None))
 
     def compute_objectives(self, predictions, batch, stage):
         """Validation/test objective: L1 between enhanced and reference clean speech (monitoring only).

@@ -114,6 +114,11 @@ class UpCycleEnhancement(Pretrained):
     STFT/iSTFT, mask and waveform in fp32. :attr:`precision` is what was resolved (``fp32`` or ``bf16``);
     :meth:`set_precision` changes it.
 
+    Attenuation limit: ``max_attenuation_db`` (a run option, an hparam of the model folder, or an
+    ``overrides`` entry of :meth:`from_hparams`; :meth:`set_max_attenuation_db` changes it) floors the
+    generator's mask gain at ``10 ** (-db / 20)``, as DeepFilterNet's attenuation limit: no bin loses more
+    than ``db`` dB. None, the default, is no limit (:mod:`upcycle_se.models.attenuation`).
+
     Compilation (opt-in): SpeechBrain's ``compile`` run option (``run_opts={"compile": True}``) wraps the
     model in ``torch.compile``; here it runs with inductor's ``freezing`` (weights folded in as constants,
     oneDNN weight prepacking), which is what lets bf16 pay off on CPU (``benchmarks/speed.py``). The first
@@ -132,6 +137,11 @@ class UpCycleEnhancement(Pretrained):
     def __init__(self, modules=None, hparams=None, run_opts=None, freeze_params=True):
         # SpeechBrain would turn `precision` into an autocast context (and refuses "auto"): take it here.
         requested, run_opts, hparams = _take_precision(run_opts, hparams)
+        # Not a SpeechBrain run option either: taken here, applied to the generator once it is built.
+        attenuation, run_opts, hparams = _take_option("max_attenuation_db", run_opts, hparams)
+        from upcycle_se.models.attenuation import check_max_attenuation_db
+
+        attenuation = check_max_attenuation_db(attenuation)  # a bad value fails before the model loads
         super().__init__(modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=freeze_params)
         names = [name for name in ("enhance_model", "generator") if name in self.mods]
         if not names:
@@ -147,6 +157,9 @@ class UpCycleEnhancement(Pretrained):
         self._fp32_state: Optional[Dict[str, torch.Tensor]] = None
         self.precision = "fp32"
         self.set_precision(requested)
+        self.max_attenuation_db: Optional[float] = None
+        if attenuation is not None:
+            self.set_max_attenuation_db(attenuation)
 
     @property
     def compiled(self) -> bool:
@@ -189,6 +202,27 @@ class UpCycleEnhancement(Pretrained):
         self.precision = "bf16" if dtype == torch.bfloat16 else "fp32"
         return self.precision
 
+    def set_max_attenuation_db(self, db: Optional[float]) -> Optional[float]:
+        """Floors the mask gain of the model's generator at ``10 ** (-db / 20)`` (None: no limit); returns ``db``.
+
+        Arguments
+        ---------
+        db : the largest attenuation, in dB, any time-frequency bin may get (>= 0; 0 keeps the input's
+            magnitudes), or None.
+
+        Raises
+        ------
+        ConfigError: a negative, NaN or infinite ``db``, or a limit for a model with no masking generator.
+        """
+        from upcycle_se.models.attenuation import check_max_attenuation_db, set_max_attenuation_db
+
+        db = check_max_attenuation_db(db)
+        set_max_attenuation_db(self.mods[self._model_name], db)
+        if db != self.max_attenuation_db and self.compiled:
+            torch._dynamo.reset()  # the compiled graphs hold the old floor as a constant
+        self.max_attenuation_db = db
+        return db
+
     def _generators(self) -> list:
         """The generators inside the model that have a bf16 path (a ``set_unet_dtype`` method)."""
         return [m for m in self.mods[self._model_name].modules() if callable(getattr(m, "set_unet_dtype", None))]
@@ -219,6 +253,13 @@ class UpCycleEnhancement(Pretrained):
                             "(make one with `upcycle-se export`)")
         # A FetchSource marked LOCAL keeps SpeechBrain's fetch from ever reading the path as a hub id;
         # overwrite re-links savedir so it never serves files from an older export.
+        overrides = kwargs.get("overrides")
+        if isinstance(overrides, dict) and "max_attenuation_db" in overrides:
+            # Model folders need not have the key (SpeechBrain's overrides must match): a run option instead.
+            overrides = dict(overrides)
+            run_opts = dict(kwargs.get("run_opts") or {})
+            run_opts.setdefault("max_attenuation_db", overrides.pop("max_attenuation_db"))
+            kwargs.update(overrides=overrides, run_opts=run_opts)
         kwargs.setdefault("local_strategy", LocalStrategy.SYMLINK)
         kwargs.setdefault("fetch_config", FetchConfig(allow_network=False, overwrite=True))
         try:
@@ -427,16 +468,25 @@ def _take_precision(run_opts, hparams) -> Tuple[str, Optional[dict], Optional[di
 
     Returns ``(precision, run_opts, hparams)`` with the rest unchanged, for ``Pretrained.__init__``.
     """
+    requested, run_opts, hparams = _take_option("precision", run_opts, hparams)
+    return ("auto" if requested is None else str(requested)), run_opts, hparams
+
+
+def _take_option(name: str, run_opts, hparams) -> Tuple[object, Optional[dict], Optional[dict]]:
+    """Splits the run option / hparam ``name`` off (the run option first; None when neither gives it).
+
+    Returns ``(value, run_opts, hparams)`` with the rest unchanged, for ``Pretrained.__init__``.
+    """
     requested = None
     if run_opts is not None:
         given = set(getattr(run_opts, "overridden_args", run_opts))  # RunOptions or dict
-        if "precision" in given:
-            requested = run_opts["precision"]
-            run_opts = {k: run_opts[k] for k in given if k != "precision"}
-    if hparams is not None and "precision" in hparams:
-        requested = hparams["precision"] if requested is None else requested
-        hparams = {k: v for k, v in hparams.items() if k != "precision"}
-    return ("auto" if requested is None else str(requested)), run_opts, hparams
+        if name in given:
+            requested = run_opts[name]
+            run_opts = {k: run_opts[k] for k in given if k != name}
+    if hparams is not None and name in hparams:
+        requested = hparams[name] if requested is None else requested
+        hparams = {k: v for k, v in hparams.items() if k != name}
+    return requested, run_opts, hparams
 
 
 def load_state_dict_strict(module: torch.nn.Module, path: PathLike) -> None:

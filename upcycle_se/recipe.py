@@ -145,6 +145,9 @@ def validate_hparams(hparams: dict, run_opts: Optional[dict] = None) -> None:
     loss = hparams.get("loss", {})
     if loss.get("loss_type") in ("l1gan", "l1") and unpaired not in (None, "paired"):
         raise ConfigError(f"loss_type={loss.get('loss_type')} needs paired data: set unpaired=paired")
+    from upcycle_se.models.attenuation import check_max_attenuation_db
+
+    check_max_attenuation_db(hparams.get("max_attenuation_db"))  # test-time, but checked before training
 
 
 def check_batches(n_train: int, loader_opts: dict) -> None:

@@ -16,7 +16,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable, List, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from upcycle_se.audio import AUDIO_EXTENSIONS
 from upcycle_se.errors import UserError
@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the model through torch.compile (inductor, weights frozen): faster passes, "
                              "mostly in bf16, after a compile of a minute or more for each new input shape; "
                              "pays off on long files and on many files of one length (default: off)")
+    parser.add_argument("--max-attenuation-db", type=float, default=None, metavar="DB",
+                        help="attenuation limit: no time-frequency bin is attenuated by more than DB dB (a floor "
+                             "of 10^(-DB/20) on the mask gain, as DeepFilterNet's); keeps more residual noise and "
+                             "more of the speech (default: no limit)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="chunks (times channels) per forward pass (default: the model's, 4)")
     parser.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
@@ -60,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     from upcycle_se.streaming import check_chunking
     from upcycle_se.models.runtime import resolve_precision
 
+    from upcycle_se.models.attenuation import check_max_attenuation_db
+
     resolve_precision(args.precision, "cpu")  # a bad value is one error line before any work
+    max_attenuation_db = check_max_attenuation_db(getattr(args, "max_attenuation_db", None))  # likewise
     out_dir = Path(args.output_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder")
@@ -79,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     done = 0
     if todo:
         # only when there is work: a rerun costs nothing
-        enhancer = load_enhancer(args.model, args.device, args.precision, compile=args.compile)
+        enhancer = load_enhancer(args.model, args.device, args.precision, compile=args.compile,
+                                 max_attenuation_db=max_attenuation_db)
         check_chunking(enhancer.chunk_seconds if args.chunk_seconds is None else args.chunk_seconds,
                        enhancer.overlap_seconds if args.overlap_seconds is None else args.overlap_seconds)
         with tqdm(todo, desc="enhancing", unit="file", disable=None, file=sys.stderr) as bar:
@@ -154,10 +162,12 @@ def collect_jobs(inputs: Iterable[str], out_dir: Path) -> Tuple[List[Tuple[Path,
     return jobs, problems
 
 
-def load_enhancer(model: str = None, device: str = "cpu", precision: str = "auto", compile: bool = False):
+def load_enhancer(model: str = None, device: str = "cpu", precision: str = "auto", compile: bool = False,
+                  max_attenuation_db: Optional[float] = None):
     """Loads ``model`` (a packaged model's name or a model folder; None: the default packaged model) on
     ``device`` in ``precision`` (auto, fp32, bf16), through ``torch.compile`` with ``compile`` (SpeechBrain's
-    run option); one-line UserError if impossible."""
+    run option), with the attenuation limit ``max_attenuation_db`` (dB; None: none); one-line UserError if
+    impossible."""
     import torch
 
     from upcycle_se.inference import PACKAGED_MODELS, UpCycleEnhancement, packaged_model_dir
@@ -177,6 +187,8 @@ def load_enhancer(model: str = None, device: str = "cpu", precision: str = "auto
     run_opts = {"device": device, "precision": precision}
     if compile:
         run_opts["compile"] = True
+    if max_attenuation_db is not None:
+        run_opts["max_attenuation_db"] = max_attenuation_db
     return UpCycleEnhancement.from_hparams(source=folder, run_opts=run_opts)
 
 

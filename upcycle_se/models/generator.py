@@ -48,6 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from upcycle_se.errors import ConfigError
+from upcycle_se.models.attenuation import AttenuationLimit
 from upcycle_se.nnet.complex import (
     ComplexASPP,
     ComplexBatchNorm2d,
@@ -124,7 +125,7 @@ class _Up(nn.Module):
         return self.res(h)
 
 
-class UpCycleGenerator(nn.Module):
+class UpCycleGenerator(AttenuationLimit, nn.Module):
     """The redesign's complex U-Net generator; ``UpCycleGenerator()`` is its paper-size noisy->clean one.
 
     Arguments
@@ -321,12 +322,19 @@ class UpCycleGenerator(nn.Module):
         return out[:, :, :n_freq, :n_frames].to(spec.dtype)  # the mask is applied in the spectrum's dtype
 
     def apply_output(self, spec: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
-        """Turns the head output ``est`` into the output spectrum given the input ``spec`` (both ``[B, 2, F, N]``)."""
+        """Turns the head output ``est`` into the output spectrum given the input ``spec`` (both ``[B, 2, F, N]``).
+
+        In mask mode the magnitude gain ``tanh(|M|)`` is clamped from below at :attr:`gain_floor` when
+        :attr:`max_attenuation_db` is set (:mod:`upcycle_se.models.attenuation`).
+        """
         if self.mode == "map":
             return est
         mr, mi = est[:, 0:1], est[:, 1:2]
         mag = torch.sqrt(mr * mr + mi * mi + 1e-8)
         bounded = torch.tanh(mag)
+        floor = self.gain_floor
+        if floor is not None:
+            bounded = bounded.clamp_min(floor)
         if self.mask_type == "magnitude":
             return bounded * spec
         xr, xi = spec[:, 0:1], spec[:, 1:2]

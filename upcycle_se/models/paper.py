@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from upcycle_se.errors import ConfigError
+from upcycle_se.models.attenuation import AttenuationLimit
 from upcycle_se.nnet.complex import (
     ComplexBatchNorm2d,
     ComplexConv2d,
@@ -152,7 +153,7 @@ class _Level(nn.Module):
         return self.resample(self.res(x))
 
 
-class PaperGenerator(nn.Module):
+class PaperGenerator(AttenuationLimit, nn.Module):
     """The authors' Up-Cycle-SENet generator (see the module docstring); ``PaperGenerator()`` is their
     noisy->clean network, ``PaperGenerator(mode="map")`` their clean->noisy one.
 
@@ -324,7 +325,9 @@ class PaperGenerator(nn.Module):
 
     def apply_output(self, spec: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
         """The output spectrum from the input ``spec`` and the head output ``est`` (both ``[B, 2, F, N]``),
-        with the authors' operations in their order (so their numbers are reproduced)."""
+        with the authors' operations in their order (so their numbers are reproduced). The mask's magnitude
+        gain ``tanh(|M|)`` is clamped from below at :attr:`gain_floor` when :attr:`max_attenuation_db` is set
+        (:mod:`upcycle_se.models.attenuation`; not the authors')."""
         if self.mode == "map":
             return est
         xr, xi, mr, mi = spec[:, 0:1], spec[:, 1:2], est[:, 0:1], est[:, 1:2]
@@ -332,7 +335,11 @@ class PaperGenerator(nn.Module):
         spec_phase = torch.atan2(xi, xr)
         mask_mag = (mr ** 2 + mi ** 2) ** 0.5
         mask_phase = torch.atan2(mi / (mask_mag + 1e-8), mr / (mask_mag + 1e-8))
-        mag, phase = torch.tanh(mask_mag) * spec_mag, mask_phase + spec_phase
+        gain = torch.tanh(mask_mag)
+        floor = self.gain_floor
+        if floor is not None:
+            gain = gain.clamp_min(floor)
+        mag, phase = gain * spec_mag, mask_phase + spec_phase
         return torch.cat([mag * torch.cos(phase), mag * torch.sin(phase)], dim=1)
 
     def forward_with_spec(self, wav: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
