@@ -122,6 +122,30 @@ def test_bad_override_is_one_clear_line(tiny_corpus, tmp_path):
     assert run.returncode == 2 and "no_such_key" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_bad_attenuation_limit_is_one_clear_line_before_training(tiny_corpus, tmp_path):
+    run = _train(tiny_corpus, tmp_path / "bad", "--max_attenuation_db=-3")
+    assert run.returncode == 2
+    assert "max_attenuation_db" in run.stderr and "Traceback" not in run.stderr
+    assert not list((tmp_path / "bad").glob("save/CKPT+*"))
+
+
+@pytest.mark.slow
+def test_attenuation_limit_acts_at_test_time_only(tiny_corpus, tmp_path):
+    """``--max_attenuation_db=0`` with the magnitude-only mask: every test-time gain is 1, so the enhanced
+    test files score as the noisy ones (the Brain's own test, tests/test_attenuation_limit.py, shows that
+    training steps run without the limit)."""
+    out = tmp_path / "limited"
+    run = _train(tiny_corpus, out, "--unpaired=paired", "--loss_type=l1", "--mask_type=magnitude",
+                 "--max_attenuation_db=0")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    read = lambda name: {r["file"]: r for r in csv.DictReader(open(out / name, newline=""))}  # noqa: E731
+    enhanced, noisy = read("test_metrics_enhanced.csv"), read("test_metrics_noisy.csv")
+    assert enhanced.keys() == noisy.keys() and len(enhanced) == 6
+    for f in enhanced:
+        assert abs(float(enhanced[f]["pesq"]) - float(noisy[f]["pesq"])) < 0.02
+        assert abs(float(enhanced[f]["stoi"]) - float(noisy[f]["stoi"])) < 0.002
+
+
 def test_missing_data_folder_is_one_clear_line(tmp_path):
     run = _train(tmp_path / "nowhere", tmp_path / "out")
     assert run.returncode == 2
