@@ -240,8 +240,9 @@ def init_generator(pretrainer, init_from: str, generator_preset: str, modules: O
         pretrainer.load_collected()
     except RuntimeError as err:  # load_state_dict: missing keys or other shapes
         first = " ".join(str(err).split())[:200]
-        hint = ("set --generator_preset/--mask_type to the model's" if "gen_" in first or not extra
-                else "the discriminators need --discriminator_preset=paper --n_scales=1")
-        raise ConfigError(f"init_from={init_from}: its networks do not fit generator_preset={generator_preset} "
-                          f"({hint}; {first})") from None
+        if "Discriminator" in first:
+            raise ConfigError(f"init_from={init_from}: its discriminators do not fit this recipe's (set "
+                              f"--discriminator_preset=paper --n_scales=1; {first})") from None
+        raise ConfigError(f"init_from={init_from}: its generator does not fit generator_preset={generator_preset} "
+                          f"(set --generator_preset/--mask_type to the model's; {first})") from None
     logger.info("Fine-tuning from %s (%s; the other networks start from scratch)", folder, ", ".join(paths))
