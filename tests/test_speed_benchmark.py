@@ -76,7 +76,7 @@ def test_allocator_and_compile_tables_render_speed_ups():
            "compile": [{"model": "paper", "threads": 2, "compile_s": 30.0, "eager_wall_s": 1.0, "wall_s": 0.9,
                         "cpu_s": 1.8, "eager_cpu_s": 2.0}]}
     # medians: default 1.1 s wall / 2.2 s cpu, opt-in 0.55 s wall / cpu -> 2x wall, 4x cpu
-    assert "| Up-Cycle `paper` | 2 | 1.1 | 0.55 | **2.00x** | 4.00x | 800 MB | 900 MB |" in "\n".join(
+    assert "| Up-Cycle `paper` (the authors') | 2 | 1.1 | 0.55 | **2.00x** | 4.00x | 800 MB | 900 MB |" in "\n".join(
         inference.alloc_lines(res))
     assert "| 0.90 | 0.90 |" in "\n".join(inference.compile_lines(res))
 
@@ -164,7 +164,7 @@ def test_compile_subsection_gives_each_variants_ratio_to_fp32_and_sits_beside_th
     lines = precision.compile_precision_lines(res, "python -m benchmarks.speed --compile-precision-only")
     text = "\n".join(lines)
     # 0.8 / 0.32 = 2.5x, 0.8 / 0.2 = 4x; through the interface 0.9 / 0.45 = 2x, 0.9 / 0.3 = 3x
-    assert "| Up-Cycle `paper` | 4 s | 0.8 | 0.32 | 0.2 | 2.50x | **4.00x** | 50 | 61.3 dB | 1.0 |" in text
+    assert "| Up-Cycle `paper` (the authors') | 4 s | 0.8 | 0.32 | 0.2 | 2.50x | **4.00x** | 50 | 61.3 dB | 1.0 |" in text
     assert "(`--compile`) | bf16 | 60 | 0.3 | 3.00x |" in text
     assert '`{"precision": "auto"}` | bf16 | 0.5 | 0.45 | 2.00x |' in text
     path = tmp_path / "RESULTS.md"
