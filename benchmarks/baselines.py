@@ -42,7 +42,7 @@ from scipy.ndimage import convolve1d, minimum_filter1d
 from scipy.signal import lfilter
 from scipy.special import exp1
 
-from benchmarks.peers import PEERS
+from benchmarks.peers import PEERS, waveform_rows
 
 __all__ = ["spectral_subtraction", "wiener", "mmse_lsa", "mcra_noise_psd", "BASELINES", "ENHANCERS"]
 
@@ -131,21 +131,10 @@ def mcra_noise_psd(power: np.ndarray, hop_s: float, *, alpha_s: float = 0.8, alp
 
 
 # --------------------------------------------------------------------------------------- front-end
-def _prepare(noisy: np.ndarray) -> Tuple[np.ndarray, Tuple[int, ...], np.dtype]:
-    x = np.asarray(noisy)
-    if x.ndim == 0:
-        raise ValueError("expected a waveform [time] or [..., time], got a scalar")
-    out_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
-    x = x.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("waveform contains NaN or Inf")
-    return x.reshape(-1, x.shape[-1]), x.shape, out_dtype
-
-
 def _enhance(noisy: np.ndarray, sr: int, frame_ms: float, noise_kw: dict,
              gain_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
     """Shared pipeline: STFT -> MCRA noise PSD -> ``gain_fn(power, noise, hop_s)`` -> iSTFT."""
-    x, shape, dtype = _prepare(noisy)
+    x, shape, dtype = waveform_rows(noisy)
     T = shape[-1]
     if T == 0 or x.size == 0:
         return np.zeros(shape, dtype=dtype)

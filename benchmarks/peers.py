@@ -63,25 +63,26 @@ def missing_peers() -> Dict[str, str]:
     return out
 
 
-def _rows(noisy: np.ndarray) -> Tuple[np.ndarray, Tuple[int, ...], np.dtype]:
-    """``[..., time]`` -> float64 ``[..., time]`` (checked finite), its shape and the output dtype."""
+def waveform_rows(noisy: np.ndarray) -> Tuple[np.ndarray, Tuple[int, ...], np.dtype]:
+    """``[..., time]`` -> (float64 ``[rows, time]``, checked finite; the input's shape; the output dtype)."""
     x = np.asarray(noisy)
     if x.ndim == 0:
         raise ValueError("expected a waveform [time] or [..., time], got a scalar")
-    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+    out_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
     x = x.astype(np.float64, copy=False)
     if not np.all(np.isfinite(x)):
         raise ValueError("waveform contains NaN or Inf")
-    return x, x.shape, dtype
+    rows = x.reshape(-1, x.shape[-1]) if x.size else x.reshape(0, x.shape[-1])  # -1 is ambiguous when empty
+    return rows, x.shape, out_dtype
 
 
 def _per_row(noisy: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    x, shape, dtype = _rows(noisy)
+    x, shape, dtype = waveform_rows(noisy)
     T = shape[-1]
     if x.size == 0:
         return np.zeros(shape, dtype=dtype)
     # Digital silence stays silence (noisereduce alone returns NaN for it: 0 / 0 in its gate).
-    out = np.stack([fn(row)[:T] if np.any(row) else np.zeros(T) for row in x.reshape(-1, T)])
+    out = np.stack([fn(row)[:T] if np.any(row) else np.zeros(T) for row in x])
     if out.shape[-1] != T:
         raise RuntimeError(f"a peer returned {out.shape[-1]} samples for {T}")
     return out.reshape(shape).astype(dtype, copy=False)
