@@ -217,7 +217,7 @@ class PaperGenerator(AttenuationLimit, nn.Module):
         }
         self.mode = mode
         self.stft = ConvSTFT(n_fft, win_length, hop_length)
-        if not self._fits(self.stft.n_freqs):
+        if not self._fits(self.stft.n_freqs, middle_padding=0):
             raise ConfigError(f"n_fft={n_fft}: {self.stft.n_freqs} bins do not survive the 3 stride-2 levels and "
                               "their transposed convolutions (the authors' layout needs e.g. 257)")
         slope, aspp = float(negative_slope), {"rates": aspp_rates, "negative_slope": negative_slope,
@@ -255,26 +255,20 @@ class PaperGenerator(AttenuationLimit, nn.Module):
     channels_last_on_cpu: bool = True
 
     @staticmethod
-    def _fits(size: int) -> bool:
-        """Whether an axis of ``size`` goes down the three stride-2 levels and back up to the skips' sizes
-        (transposed output sizes ``2n - 1``, ``2n - 1 + 1``, ``2n - 1`` from the bottom; frames only for
-        the middle one's output padding, which is (0, 1))."""
+    def _fits(size: int, middle_padding: int) -> bool:
+        """Whether an axis of ``size`` goes down the three stride-2 levels and back up to the skips' sizes:
+        the transposed convolutions give ``2n - 1`` (``2n - 1 + middle_padding`` for the middle one, whose
+        output padding is 0 over frequency and 1 over frames)."""
         sizes = [size]
         for _ in range(3):
             sizes.append((sizes[-1] + 1) // 2)
-        return 2 * sizes[3] - 1 == sizes[2] and 2 * sizes[1] - 1 == sizes[0] and 2 * sizes[2] - 1 == sizes[1]
-
-    @staticmethod
-    def _frames_fit(n: int) -> bool:
-        sizes = [n]
-        for _ in range(3):
-            sizes.append((sizes[-1] + 1) // 2)
-        return 2 * sizes[3] - 1 == sizes[2] and 2 * sizes[2] == sizes[1] and 2 * sizes[1] - 1 == sizes[0]
+        return (2 * sizes[3] - 1 == sizes[2] and 2 * sizes[2] - 1 + middle_padding == sizes[1]
+                and 2 * sizes[1] - 1 == sizes[0])
 
     def valid_length(self, length: int) -> int:
         """The shortest length ``>= length`` whose frame count the network accepts (``N % 8 == 3``)."""
         n = self.stft.n_frames(max(int(length), 1))
-        while not self._frames_fit(n):
+        while not self._fits(n, middle_padding=1):
             n += 1
         return max(int(length), self.stft.length_for_frames(n))
 
