@@ -210,6 +210,31 @@ def test_cli_option_reaches_the_model(model_dir, tmp_path, monkeypatch, capsys):
     assert not np.allclose(outs["free"], outs["limited"])
 
 
+def test_the_packaged_default_carries_its_limit_in_both_interfaces_and_none_lifts_it(tmp_path, capsys):
+    from speechbrain.inference.enhancement import WaveformEnhancement
+
+    from upcycle_se.cli import main
+    from upcycle_se.inference import UpCycleEnhancement, packaged_model_dir
+
+    folder = packaged_model_dir("default")
+    wav = 0.1 * torch.randn(1, 12345, generator=torch.Generator().manual_seed(4))
+    ours = UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": "cpu", "precision": "fp32"})
+    stock = WaveformEnhancement.from_hparams(source=str(folder), savedir=str(folder), run_opts={"device": "cpu"})
+    assert ours.max_attenuation_db == 20.0 == _generator_of(stock).max_attenuation_db
+    limited = ours.enhance_batch(wav)
+    assert torch.equal(limited, stock.enhance_batch(wav, lengths=torch.ones(1)))
+    lifted = UpCycleEnhancement.from_hparams(source=folder, run_opts={"device": "cpu", "precision": "fp32",
+                                                                      "max_attenuation_db": "none"})
+    assert lifted.max_attenuation_db is None and not torch.allclose(lifted.enhance_batch(wav), limited)
+    assert UpCycleEnhancement.from_hparams(source=packaged_model_dir("small")).max_attenuation_db is None
+    sf.write(tmp_path / "a.wav", wav[0].numpy(), 16000)
+    for name, extra in (("own", []), ("none", ["--max-attenuation-db", "none"])):
+        assert main(["enhance", str(tmp_path / "a.wav"), "-o", str(tmp_path / name), "--precision", "fp32",
+                     *extra]) == 0
+    own, none = (sf.read(tmp_path / n / "a.wav")[0] for n in ("own", "none"))
+    assert np.allclose(own, limited[0].numpy(), atol=1e-4) and not np.allclose(own, none, atol=1e-4)
+
+
 def test_cli_bad_limit_is_one_error_line_before_any_work(model_dir, tmp_path, capsys):
     from upcycle_se.cli import main
 

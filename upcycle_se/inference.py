@@ -86,11 +86,17 @@ class EnhanceModel(torch.nn.Module):
     ``forward(noisy)``: ``[batch, time]`` -> (enhanced ``[batch, time]``, output spectrum
     ``[batch, 2, freq, frames]``), the ``(waveform, extra)`` pair ``WaveformEnhancement.enhance_batch``
     unpacks. The generator is a sub-module, so its state_dict loads into ``generator`` unchanged.
+    ``max_attenuation_db`` is the model folder's attenuation limit, set on the generator here so that stock
+    SpeechBrain applies it too (None: no limit).
     """
 
-    def __init__(self, generator: torch.nn.Module):
+    def __init__(self, generator: torch.nn.Module, max_attenuation_db: Optional[float] = None):
         super().__init__()
         self.generator = generator
+        if max_attenuation_db is not None:
+            from upcycle_se.models.attenuation import set_max_attenuation_db
+
+            set_max_attenuation_db(generator, max_attenuation_db)
 
     def forward(self, noisy: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.generator(noisy, return_spec=True)
@@ -157,9 +163,10 @@ class UpCycleEnhancement(Pretrained):
         self._fp32_state: Optional[Dict[str, torch.Tensor]] = None
         self.precision = "fp32"
         self.set_precision(requested)
+        # The folder's limit (its `max_attenuation_db` hparam, already set on the generator by EnhanceModel),
+        # or the run option's, which overrides it ("none": no limit).
         self.max_attenuation_db: Optional[float] = None
-        if attenuation is not None:
-            self.set_max_attenuation_db(attenuation)
+        self.set_max_attenuation_db(attenuation)
 
     @property
     def compiled(self) -> bool:

@@ -16,7 +16,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 from upcycle_se.audio import AUDIO_EXTENSIONS
 from upcycle_se.errors import UserError
@@ -40,10 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the model through torch.compile (inductor, weights frozen): faster passes, "
                              "mostly in bf16, after a compile of a minute or more for each new input shape; "
                              "pays off on long files and on many files of one length (default: off)")
-    parser.add_argument("--max-attenuation-db", type=float, default=None, metavar="DB",
+    parser.add_argument("--max-attenuation-db", default=None, metavar="DB",
                         help="attenuation limit: no time-frequency bin is attenuated by more than DB dB (a floor "
                              "of 10^(-DB/20) on the mask gain, as DeepFilterNet's); keeps more residual noise and "
-                             "more of the speech (default: no limit)")
+                             "more of the speech; 'none': no limit (default: the model's own, 20 dB for the "
+                             "packaged default model, none for the others)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="chunks (times channels) per forward pass (default: the model's, 4)")
     parser.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from upcycle_se.models.attenuation import check_max_attenuation_db
 
     resolve_precision(args.precision, "cpu")  # a bad value is one error line before any work
-    max_attenuation_db = check_max_attenuation_db(getattr(args, "max_attenuation_db", None))  # likewise
+    max_attenuation_db = getattr(args, "max_attenuation_db", None)
+    check_max_attenuation_db(max_attenuation_db)  # likewise; None (not given) keeps the model's own limit
     out_dir = Path(args.output_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder")
@@ -163,11 +165,11 @@ def collect_jobs(inputs: Iterable[str], out_dir: Path) -> Tuple[List[Tuple[Path,
 
 
 def load_enhancer(model: str = None, device: str = "cpu", precision: str = "auto", compile: bool = False,
-                  max_attenuation_db: Optional[float] = None):
+                  max_attenuation_db: Optional[Union[float, str]] = None):
     """Loads ``model`` (a packaged model's name or a model folder; None: the default packaged model) on
     ``device`` in ``precision`` (auto, fp32, bf16), through ``torch.compile`` with ``compile`` (SpeechBrain's
-    run option), with the attenuation limit ``max_attenuation_db`` (dB; None: none); one-line UserError if
-    impossible."""
+    run option), with the attenuation limit ``max_attenuation_db`` (dB, or "none" for no limit; None: the
+    model's own); one-line UserError if impossible."""
     import torch
 
     from upcycle_se.inference import PACKAGED_MODELS, UpCycleEnhancement, packaged_model_dir
