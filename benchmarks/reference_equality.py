@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     wav = {n: 0.3 * torch.randn(2, n, generator=g) for n in (32000, 32050, 24037)}
 
     # The STFT pair alone.
-    theirs_stft, theirs_istft = TheirSTFT(400, 100, 512, "hanning", "complex"), TheirISTFT(400, 100, 512, "hanning", "complex")
+    theirs_stft = TheirSTFT(400, 100, 512, "hanning", "complex")
+    theirs_istft = TheirISTFT(400, 100, 512, "hanning", "complex")
     ours_stft = ConvSTFT()
     spec_t = theirs_stft(wav[32000].unsqueeze(1))
     spec_o = ours_stft.stft(wav[32000])

@@ -59,7 +59,8 @@ def test_conv_stft_frames_and_reconstruction():
     assert stft.length_for_frames(323) == 32000
     # The window sits at the frame start: frame 3 covers samples [3*100 - 300, 3*100 + 100) = [0, 400).
     frame = torch.fft.rfft(wav[0, :400] * torch.hann_window(400, dtype=torch.float64).float(), n=512)
-    assert torch.allclose(spec[0, 0, :, 3], frame.real, atol=1e-3) and torch.allclose(spec[0, 1, :, 3], frame.imag, atol=1e-3)
+    assert torch.allclose(spec[0, 0, :, 3], frame.real, atol=1e-3)
+    assert torch.allclose(spec[0, 1, :, 3], frame.imag, atol=1e-3)
     assert (stft.istft(spec, 32000) - wav).abs().max() < 1e-4
 
 
@@ -220,7 +221,8 @@ def test_import_errors_are_one_line(tmp_path, capsys):
     ckpt = torch.load(bad, weights_only=False)
     del ckpt["G_A2B"]["module.d2.res.conv_1.real_conv.weight"]
     torch.save(ckpt, bad)
-    assert "missing key 'd2.res.conv_1.real_conv.weight'" in one_line_error(capsys, ["import-reference", str(bad), *out])
+    err = one_line_error(capsys, ["import-reference", str(bad), *out])
+    assert "missing key 'd2.res.conv_1.real_conv.weight'" in err
     ckpt["G_A2B"]["module.d2.res.conv_1.real_conv.weight"] = torch.zeros(16, 16, 3, 3)
     torch.save(ckpt, bad)
     err = one_line_error(capsys, ["import-reference", str(bad), *out])

@@ -328,8 +328,8 @@ class UpCycleBrain(sb.Brain):
         )
 
     def _clip_and_step(self, optimizer, terms: Dict[str, torch.Tensor]):
-        """Clips the gradients (``max_grad_norm > 0``) and steps, unless their norm is not finite (clipping by a NaN norm would
-        turn every parameter into NaN): then the update is skipped like a non-finite loss."""
+        """Clips the gradients (``max_grad_norm > 0``) and steps, unless their norm is not finite (clipping by
+        a NaN norm would turn every parameter into NaN): then the update is skipped like a non-finite loss."""
         self.scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         # max_grad_norm <= 0: no clipping (the paper's); the norm is still computed for the finiteness check.
