@@ -23,41 +23,9 @@ import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
 from upcycle_se.brain import UpCycleBrain
-from upcycle_se.data.pipeline import check_crop_fits, make_eval_dataset, make_train_dataset
-from upcycle_se.data.prepare import file_as_speaker, prepare_folders
+from upcycle_se.data.folders import dataio_prep, prepare_kwargs
+from upcycle_se.data.prepare import prepare_folders
 from upcycle_se.recipe import check_batches, init_generator, load_hparams, one_line_errors, validate_hparams
-
-
-def prepare_kwargs(hparams):
-    """Arguments of ``prepare_folders``: unpaired training folders; held-out noisy files for validation
-    unless paired validation folders are given (each file is its own "speaker": no labels needed)."""
-    kwargs = {
-        "clean_dir": hparams["clean_folder"],
-        "noisy_dir": hparams["noisy_folder"],
-        "save_folder": hparams["prep_folder"],
-        "paired": False,
-        "valid_clean_dir": hparams["valid_clean_folder"],
-        "valid_noisy_dir": hparams["valid_noisy_folder"],
-        "test_clean_dir": hparams["test_clean_folder"],
-        "test_noisy_dir": hparams["test_noisy_folder"],
-        "sample_rate": hparams["sample_rate"],
-        "speaker_fn": file_as_speaker,
-    }
-    if hparams["valid_noisy_folder"] is None and hparams["valid_clean_folder"] is None:
-        kwargs["valid_fraction"] = hparams["valid_fraction"]
-    return kwargs
-
-
-def dataio_prep(hparams):
-    """Training crops (noisy and clean drawn independently), whole-file validation and optional test sets."""
-    common = {"sample_rate": hparams["sample_rate"], "save_folder": hparams["prep_folder"]}
-    train = make_train_dataset(hparams["train_annotation"], unpaired=hparams["unpaired"],
-                               crop_samples=hparams["crop_samples"], seed=hparams["seed"], **common)
-    check_crop_fits(train, hparams["train_annotation"])
-    datasets = {"train": train, "valid": make_eval_dataset(hparams["valid_annotation"], **common), "test": None}
-    if hparams["test_noisy_folder"] is not None:
-        datasets["test"] = make_eval_dataset(hparams["test_annotation"], **common)
-    return datasets
 
 
 if __name__ == "__main__":

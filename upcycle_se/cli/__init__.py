@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "enhance": "enhance",
     "export": "export",
     "import-reference": "import_reference",
+    "adapt": "adapt",
 }
 
 
