@@ -237,3 +237,24 @@ def test_adapt_end_to_end_exports_and_continues(tiny_corpus, tmp_path):
     with pytest.raises(UserError, match=r"other options \(seed\)"):
         adapt(noisy, out, minutes=0.1, overwrite=True, **dict(kwargs, seed=4))
     assert (out / "generator.ckpt").is_file()
+
+
+def test_clean_pile_is_synthesized_offline(tmp_path):
+    """Without --clean_folder, adapt builds its clean speech with the corpus builder (12 speakers)."""
+    from upcycle_se.adapt import build_clean_pile
+    from upcycle_se.corpus.speech import require_tools
+
+    try:
+        require_tools()
+    except UserError as err:
+        pytest.skip(str(err))
+    folder = build_clean_pile(tmp_path / "clean", minutes=0.5, seed=0)
+    files = sorted(folder.glob("*.wav"))
+    speakers = {f.name.split("_")[0] for f in files}
+    seconds = sum(sf.info(f).duration for f in files)
+    assert len(speakers) == 12 and len(files) == 12
+    assert all(sf.info(f).samplerate == 16000 and sf.info(f).channels == 1 for f in files)
+    assert 12 * 1.5 <= seconds <= 12 * 6.0
+    stamp = files[0].stat().st_mtime_ns
+    assert build_clean_pile(tmp_path / "clean", minutes=0.5, seed=0) == folder  # the same call reuses it
+    assert files[0].stat().st_mtime_ns == stamp
