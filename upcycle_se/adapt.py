@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
+from upcycle_se.data.prepare import _read_json, _write_json_atomic  # the recipe's own atomic JSON helpers
 from upcycle_se.errors import AudioError, DataError, UserError
 
 logger = logging.getLogger(__name__)
@@ -470,23 +471,6 @@ def _is_within(path: Path, root: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fin:
-            value = json.load(fin)
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", encoding="utf-8") as fout:
-        json.dump(obj, fout, indent=2)
-    os.replace(tmp, path)
 
 
 def first_line(err: BaseException) -> str:
