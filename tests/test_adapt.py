@@ -211,14 +211,14 @@ def test_adapt_end_to_end_exports_and_continues(tiny_corpus, tmp_path):
     noisy, clean = tiny_corpus / "noisy_trainset_wav", tiny_corpus / "clean_trainset_wav"
     out = tmp_path / "adapted"
     kwargs = dict(from_model="small", clean_folder=clean, seed=3, threads=2, progress=False, min_seconds=30.0)
-    result = adapt(noisy, out, minutes=0.05, **kwargs)  # 3 s of training: one short epoch
+    result = adapt(noisy, out, minutes=0.05, **kwargs)  # 3 s of training: one short epoch on a CPU
     assert result.model_dir == out and (out / "generator.ckpt").is_file()
-    assert result.epochs == 1 and result.n_train_segments + result.n_valid_segments == 20
+    assert result.epochs >= 1 and result.n_train_segments + result.n_valid_segments == 20
     assert result.n_valid_segments == 2  # a tenth of 20 segments
     assert np.isfinite(result.snr_gain) and np.isfinite(result.start_snr_gain)
     assert result.enhance_command.startswith(f"upcycle-se enhance --model {out}")
     record = json.loads((out / "adapt.json").read_text())
-    assert record["options"]["from"].endswith("pretrained/small") and record["epoch"] == 1
+    assert record["options"]["from"].endswith("pretrained/small") and record["epoch"] == result.epoch
 
     enhancer = UpCycleEnhancement.from_hparams(source=str(out), savedir=str(out))
     wav = torch.from_numpy(sf.read(sorted(noisy.glob("*.wav"))[0], dtype="float32")[0])
@@ -231,8 +231,8 @@ def test_adapt_end_to_end_exports_and_continues(tiny_corpus, tmp_path):
         adapt(noisy, out, minutes=0.05, **kwargs)
     # more minutes with --overwrite: trains on from the checkpoint (epoch 2), it does not start again
     again = adapt(noisy, out, minutes=0.5, overwrite=True, **kwargs)
-    assert again.epochs == 2 and again.minutes_spent > result.minutes_spent
-    assert "epoch: 2" in (Path(f"{out}.work") / "run" / "train_log.txt").read_text()
+    assert again.epochs > result.epochs and again.minutes_spent > result.minutes_spent
+    assert f"epoch: {result.epochs + 1}," in (Path(f"{out}.work") / "run" / "train_log.txt").read_text()
     # other options in the same work folder: refused, nothing lost
     with pytest.raises(UserError, match=r"other options \(seed\)"):
         adapt(noisy, out, minutes=0.1, overwrite=True, **dict(kwargs, seed=4))
