@@ -148,7 +148,7 @@ def adapt(noisy_folder: PathLike, out: PathLike, *, from_model: str = DEFAULT_FR
     n_segments = len(seg["segments"])
     valid_fraction = min(0.1, MAX_VALID_SEGMENTS / n_segments)
     overrides = {"noisy_folder": str(work / "noisy_segments"), "clean_folder": str(clean),
-                 "output_folder": str(work / "run"), "generator_preset": preset, "init_from": str(start),
+                 "output_folder": str(work / "run"), "generator_preset": preset,
                  "minutes": float(minutes), "seed": int(seed), "valid_fraction": valid_fraction}
     if paper_discs:
         overrides["discriminator_preset"] = "paper"

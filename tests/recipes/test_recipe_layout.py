@@ -22,6 +22,8 @@ from upcycle_se.recipe import load_hparams, validate_hparams
 
 REPO = Path(__file__).resolve().parents[2]
 BRAIN = REPO / "upcycle_se" / "brain.py"
+#: The UnpairedFolders recipe's data code (shared with ``upcycle-se adapt``), which reads its data keys.
+FOLDERS = REPO / "upcycle_se" / "data" / "folders.py"
 RUN_OPTIONS = set(RunOptions().as_dict())
 RECIPES = sorted(p.parent for p in (REPO / "recipes").glob("*/train.py"))
 HPARAMS = [(recipe, yaml) for recipe in RECIPES for yaml in sorted((recipe / "hparams").glob("*.yaml"))]
@@ -48,14 +50,20 @@ def test_recipes_found():
 
 @pytest.mark.parametrize("recipe, hparams_file", HPARAMS, ids=[f"{r.name}/{h.name}" for r, h in HPARAMS])
 def test_every_hparams_key_is_used(recipe, hparams_file):
-    assert unused_keys(hparams_file, [recipe / "train.py", BRAIN]) == []
+    assert unused_keys(hparams_file, [recipe / "train.py", BRAIN, FOLDERS]) == []
+
+
+def test_every_adapt_hparams_key_is_used():
+    """``upcycle-se adapt``'s packaged hparams follow the same rule (read by adapt.py, the Brain, the data)."""
+    adapt_yaml = REPO / "upcycle_se" / "hparams" / "adapt.yaml"
+    assert unused_keys(adapt_yaml, [REPO / "upcycle_se" / "adapt.py", BRAIN, FOLDERS]) == []
 
 
 def test_the_key_check_finds_an_unused_key(tmp_path):
     recipe = REPO / "recipes" / "UnpairedFolders"
     extra = tmp_path / "extra.yaml"
     extra.write_text((recipe / "hparams" / "upcycle.yaml").read_text() + "\nforgotten_key: 3\n")
-    assert unused_keys(extra, [recipe / "train.py", BRAIN]) == ["forgotten_key"]
+    assert unused_keys(extra, [recipe / "train.py", BRAIN, FOLDERS]) == ["forgotten_key"]
     # without the Brain, the keys only it reads (valid_metrics, lr_policy, ...) are unused
     assert {"valid_metrics", "lr_policy", "n_valid_examples"} <= set(unused_keys(extra, [recipe / "train.py"]))
 
