@@ -178,7 +178,10 @@ def test_cli_bad_options_each_give_one_line(tmp_path, capsys):
     assert "no such folder" in _cli_error(capsys, ["adapt", str(tmp_path / "nope"), "--out", str(tmp_path / "m")])
     assert "not a model folder" in _cli_error(capsys, ["adapt", str(noisy), "--out", str(tmp_path / "m"),
                                                        "--from", str(tmp_path)])
+    assert "must be outside the folder of recordings" in _cli_error(capsys, ["adapt", str(noisy), "--out",
+                                                                             str(noisy / "model")])
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.work").exists()
+    assert sorted(p.name for p in noisy.iterdir()) == ["a.wav"]  # nothing written among the recordings
 
 
 def test_start_models_are_recognised():
