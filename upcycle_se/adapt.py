@@ -399,7 +399,7 @@ class _BudgetBar:
 
 def _start_snr_gain(work: Path, generator: torch.nn.Module, valid_set, sample_rate: int) -> float:
     """The starting model's mean ``snr_gain`` on the held-out segments (computed once per work folder)."""
-    from upcycle_se.validation import estimated_snr
+    from upcycle_se.validation import snr_gain
 
     saved = _read_json(work / START_SCORE_FILE)
     if "snr_gain" in saved:
@@ -409,9 +409,9 @@ def _start_snr_gain(work: Path, generator: torch.nn.Module, valid_set, sample_ra
     generator.eval()
     with torch.no_grad():
         for item in valid_set:
-            noisy = item["noisy_sig"].reshape(1, -1)
-            enhanced = generator(noisy).reshape(-1)[: noisy.shape[-1]]
-            gains.append(estimated_snr(enhanced, sample_rate) - estimated_snr(noisy.reshape(-1), sample_rate))
+            noisy = item["noisy_sig"].reshape(1, -1)  # [1, time]
+            enhanced = generator(noisy)[..., : noisy.shape[-1]]
+            gains.append(float(snr_gain(enhanced, noisy, torch.ones(1), sample_rate=sample_rate)[0]))
     generator.train(was_training)
     gain = float(sum(gains) / max(len(gains), 1))
     _write_json_atomic(work / START_SCORE_FILE, {"snr_gain": gain, "n_files": len(gains)})
