@@ -7,14 +7,16 @@ Usage::
     upcycle-se build-corpus /work/runs/hardvoice/realvoice_hard --preset realvoice_hard
     upcycle-se build-corpus /work/runs/hardvoice/realvoice --preset realvoice
     nice -n 19 python benchmarks/stoi_loss.py [--work /work/runs/hardvoice] [--sets realvoice_hard realvoice]
-        [--systems noisy default unpaired mmse_lsa rnnoise webrtc noisereduce] [--score-only | --render-only]
+        [--systems noisy default unpaired mmse_lsa rnnoise webrtc noisereduce] [--model NAME=FOLDER ...]
+        [--score-only | --render-only]
 
 Every noisy file of each set (a folder in the real-voice layout of ``upcycle_se.corpus.realvoice``, under
 ``--work``) is enhanced by each system and scored (wide-band PESQ and STOI against the clean file, float
 output clipped to [-1, 1], not written to disk): ``noisy`` is the input itself; ``default`` and ``unpaired``
 the packaged models as shipped (their folders' own attenuation limits: 20 dB for ``default``), fp32 on the
 CPU, whole files; ``mmse_lsa`` the classical baseline of ``benchmarks/baselines.py``; ``rnnoise``,
-``webrtc`` and ``noisereduce`` the peers of ``benchmarks/peers.py``. Per-file scores are cached in
+``webrtc`` and ``noisereduce`` the peers of ``benchmarks/peers.py``; ``--model NAME=FOLDER`` adds any exported
+model folder (a candidate model, with its folder's attenuation limit) as system ``NAME``. Per-file scores are cached in
 ``WORK/stoi_loss/<set>/<system>.json`` (keyed by the set's build config), so a rerun only scores what is
 missing.
 
@@ -90,17 +92,21 @@ def set_info(root: Path) -> Dict:
 
 
 # ------------------------------------------------------------------------------------------ systems
-def make_enhancer(name: str, work: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """``f(noisy [time] float64 at 16 kHz) -> enhanced [time]`` for one system name."""
+def make_enhancer(name: str, work: Path, folders: Optional[Dict[str, Path]] = None
+                  ) -> Callable[[np.ndarray], np.ndarray]:
+    """``f(noisy [time] float64 at 16 kHz) -> enhanced [time]`` for one system name (``folders``: the model
+    folders of ``--model`` systems)."""
+    folders = folders or {}
     if name == BASE:
         return lambda x: x
-    if name in MODELS:
+    if name in MODELS or name in folders:
         import torch
 
         from upcycle_se.inference import UpCycleEnhancement, packaged_model_dir
 
         torch.set_num_threads(1)  # the machine is shared: one core
-        model = UpCycleEnhancement.from_hparams(source=packaged_model_dir(name), savedir=work / "models" / name,
+        source = folders[name] if name in folders else packaged_model_dir(name)
+        model = UpCycleEnhancement.from_hparams(source=str(source), savedir=str(folders.get(name, work / "models" / name)),
                                                 run_opts={"device": "cpu", "precision": "fp32"})
         return lambda x: model.enhance_signal(x.astype(np.float32), SAMPLE_RATE).numpy().astype(np.float64)
     if name == "mmse_lsa":
@@ -117,11 +123,24 @@ def make_enhancer(name: str, work: Path) -> Callable[[np.ndarray], np.ndarray]:
     raise SystemExit(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
 
 
-def score_system(name: str, root: Path, work: Path, log=print) -> Rows:
+def _model_key(folder: Optional[Path]) -> Optional[str]:
+    """sha256 of a model folder's generator and hyperparams (a ``--model`` cache is keyed by it)."""
+    if folder is None:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in ("generator.ckpt", "hyperparams.yaml"):
+        h.update((Path(folder) / f).read_bytes())
+    return h.hexdigest()
+
+
+def score_system(name: str, root: Path, work: Path, log=print, folder: Optional[Path] = None) -> Rows:
     """Per-file PESQ and STOI of system ``name`` on the set at ``root``: ``{file stem: {metric: value}}``.
 
     Cached in ``work/stoi_loss/<set folder>/<name>.json`` with the set's build config; files already there
-    are not scored again (a cache of another build of the set is discarded). The cache is rewritten
+    are not scored again (a cache of another build of the set, or of another ``folder``'s model, is discarded).
+    ``folder``: the model folder of a ``--model`` system. The cache is rewritten
     atomically every 16 files, so an interrupted run keeps its progress.
     """
     from upcycle_se.audio import load_mono
@@ -129,17 +148,18 @@ def score_system(name: str, root: Path, work: Path, log=print) -> Rows:
 
     root = Path(root)
     config = set_info(root)["config"]
+    model_key = _model_key(folder)
     stems = sorted(set_labels(root))
     cache = work / CACHE_DIR / root.name / f"{name}.json"
     rows: Rows = {}
     if cache.is_file():
         saved = json.loads(cache.read_text(encoding="utf-8"))
-        if saved.get("config") == config:
+        if saved.get("config") == config and saved.get("model_key") == model_key:
             rows = {k: v for k, v in saved["rows"].items() if k in stems}
     todo = [s for s in stems if s not in rows]
     if not todo:
         return rows
-    enhance = make_enhancer(name, work)
+    enhance = make_enhancer(name, work, {name: Path(folder)} if folder is not None else None)
     t0 = time.perf_counter()
     for i, stem in enumerate(todo):
         noisy = load_mono(root / "noisy_testset_wav" / f"{stem}.wav", SAMPLE_RATE).numpy().astype(np.float64)
@@ -147,7 +167,7 @@ def score_system(name: str, root: Path, work: Path, log=print) -> Rows:
         out = np.clip(enhance(noisy), -1.0, 1.0)
         rows[stem] = {m: float(v) for m, v in score_pair(clean, out, METRICS).items()}
         if (i + 1) % 16 == 0 or i + 1 == len(todo):
-            _write_json_atomic(cache, {"system": name, "set": str(root), "config": config,
+            _write_json_atomic(cache, {"system": name, "set": str(root), "config": config, "model_key": model_key,
                                        "rows": {k: rows[k] for k in sorted(rows)}})
             log(f"{root.name} {name}: {i + 1}/{len(todo)} files scored ({time.perf_counter() - t0:.0f} s)")
     return rows
@@ -346,11 +366,15 @@ def render(result: Dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ main
-def run_set(root: Path, work: Path, systems: Sequence[str], log=print) -> Dict:
-    """Scores (or reads from the caches) every system on one set and breaks the scores down."""
+def run_set(root: Path, work: Path, systems: Sequence[str], log=print,
+            folders: Optional[Dict[str, Path]] = None) -> Dict:
+    """Scores (or reads from the caches) every system on one set and breaks the scores down (``folders``:
+    the model folders of ``--model`` systems, scored after ``systems``)."""
     info = set_info(root)
     labels = set_labels(root)
-    rows = {s: score_system(s, root, work, log) for s in systems}
+    folders = folders or {}
+    rows = {s: score_system(s, root, work, log, folders.get(s)) for s in [*systems, *folders]}
+    systems = list(rows)
     families = list(info["config"]["noises"])
     meta = {"root": str(root), "files": len(labels), "clips": len({v["clip"] for v in labels.values()}),
             "families": families, "snrs": sorted({v["snr"] for v in labels.values()}, key=float),
@@ -367,6 +391,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="set folders under --work (or paths), default: " + " ".join(DEFAULT_SETS))
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS, metavar="SYSTEM",
                         help=f"default: {' '.join(SYSTEMS)}")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
+                        help="also score the exported model folder FOLDER as system NAME (repeatable)")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "stoi_loss.json")
     parser.add_argument("--table", type=Path, default=REPO / "benchmarks" / "stoi_loss.txt")
     parser.add_argument("--score-only", action="store_true", help="fill the score caches, write no report")
@@ -377,6 +403,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if BASE not in args.systems:
         raise SystemExit(f"--systems must include {BASE!r}: every difference is taken against it")
+    folders: Dict[str, Path] = {}
+    for spec in args.model:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or name in SYSTEMS or name in folders:
+            raise SystemExit(f"--model {spec!r}: expected NAME=FOLDER with a new NAME (not one of {', '.join(SYSTEMS)})")
+        if not (Path(folder) / "generator.ckpt").is_file():
+            raise SystemExit(f"--model {spec!r}: {folder} is not a model folder (no generator.ckpt)")
+        folders[name] = Path(folder).absolute()
     work = args.work.absolute()
     t0 = time.perf_counter()
     sets = {}
@@ -385,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not (root / "realvoice_info.json").is_file():
             raise SystemExit(f"{root}: no real-voice set there; build it with "
                              f"`upcycle-se build-corpus {root} --preset realvoice_hard` (or realvoice)")
-        sets[root.name] = run_set(root, work, args.systems)
+        sets[root.name] = run_set(root, work, args.systems, folders=folders)
     if args.score_only:
         return 0
     meta = {"machine": machine_info(), "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),

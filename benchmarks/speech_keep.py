@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Levers for keeping intelligibility (issue 27): `default` trained on with each lever, chosen on validation.
+
+Usage::
+
+    python benchmarks/speech_keep.py [--work /work/runs/stoi] [--arms control shortfall sisdr babble]
+        [--parallel 2] [--train-only | --score-only | --render-only]
+
+Every arm trains the packaged `default` (``upcycle_se/pretrained/base_compressed``) on for the same steps
+with the VoiceBankDEMAND recipe (paired, supervised L1 on compressed spectra, as `default` was made:
+batch 4 x 1 s, 4 + 2 epochs of 300 steps, lr 2e-4 then a linear decay, bf16 where the CPU has it, one
+thread per training, ``--parallel`` trainings side by side). The arms differ in one lever each:
+
+- ``control``: nothing else (what more steps alone buy);
+- ``shortfall``: ``--shortfall_weight=1``: removed speech costs twice the residual noise in the magnitude
+  term (the asymmetric loss of Wilson et al., IWAENC 2018; :func:`upcycle_se.losses.speech_shortfall_l1`);
+- ``sisdr``: ``--sisdr_weight=0.01``: negative SI-SDR in dB beside the L1 (Le Roux et al., ICASSP 2019),
+  its gradient about half the L1's on `default` (measured on training batches when the weight was set);
+- ``babble``: the training data: the same clean speech with half of the files' noise drawn from
+  ``babble_many`` (2-10 talkers) instead of the ``broad`` mixture (``--train-noises broad,babble_many``).
+
+Choice, on validation data only (never on a set that is reported):
+
+- ``valid``: the 80 validation files of the training corpus (2 held-out speakers, ``broad`` noise);
+- ``valid_babble``: 96 files of 4 other synthetic speakers (corpus seed 1) in ``babble_many`` and ``cafe``
+  noise at 0, 2.5, 5 and 7.5 dB, where `default` loses STOI on real voices (``benchmarks/stoi_loss.txt``).
+
+Every model is scored with its 20 dB attenuation limit, as `default` ships. The chosen arm is the one with
+the largest mean STOI gain over `default` on ``valid_babble`` among the arms whose PESQ on ``valid`` is at
+least `default`'s minus 0.02 and whose STOI gain on ``valid_babble`` is significant (95 % CI above 0);
+none chosen when no arm qualifies. Writes ``--json`` (per-file rows, summaries, choice, commands, machine)
+and ``--table`` (markdown). The real-voice sets are then scored by ``benchmarks/stoi_loss.py --model``.
+
+The corpora are synthetic (flite / espeak-ng / Piper voices): none of these are VoiceBank-DEMAND scores.
+Reruns are idempotent: corpora, manifests, trainings (train.py resumes from its checkpoints), exports and
+per-file scores already there are reused.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python benchmarks/speech_keep.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.quality import Budget, _paired_diff, ci95, machine_info, prepare  # noqa: E402
+from benchmarks.stoi_loss import _write_json_atomic  # noqa: E402
+
+DEFAULT_WORK = Path("/work/runs/stoi")
+START = REPO / "upcycle_se" / "pretrained" / "base_compressed"
+RECIPE = REPO / "recipes" / "VoiceBankDEMAND"
+ATTENUATION_DB = 20.0
+METRICS = ("pesq", "stoi")
+SAMPLE_RATE = 16000
+#: How far below `default`'s PESQ on ``valid`` a chosen arm may be.
+PESQ_TOLERANCE = 0.02
+
+#: arm -> (corpus folder under the work folder, extra train.py options, label)
+ARMS: Dict[str, tuple] = {
+    "control": ("main", {}, "trained on, same loss and data (control)"),
+    "shortfall": ("main", {"shortfall_weight": "1.0"}, "+ speech shortfall term, weight 1 (Wilson et al. 2018)"),
+    "sisdr": ("main", {"sisdr_weight": "0.01"}, "+ SI-SDR term, weight 0.01 (Le Roux et al. 2019)"),
+    "babble": ("babble", {}, "half of the training noise babble (babble_many, 2-10 talkers)"),
+}
+#: The training corpora: folder -> build-corpus arguments (the work folder's ``<folder>/corpus``; ``main``
+#: is the work folder itself, as ``benchmarks.quality.prepare`` expects).
+CORPORA = {
+    "main": ["--preset", "broad_benchmark"],
+    "babble": ["--preset", "broad_benchmark", "--train-noises", "broad,babble_many"],
+}
+VALID_BABBLE = ["--preset", "small", "--seed", "1", "--train-speakers", "2", "--utts", "2", "--test-speakers", "4",
+                "--test-utts", "24", "--train-noises", "white", "--test-noises", "babble_many,cafe",
+                "--test-snrs", "0,2.5,5,7.5"]
+TRAIN_OPTIONS = {"unpaired": "paired", "loss_type": "l1", "mask_type": "complex", "device": "cpu", "n_jobs": "1",
+                 "n_epochs": "4", "n_epochs_decay": "2", "batch_size": "4", "crop_samples": "16000", "lr": "0.0002",
+                 "ckpt_interval_minutes": "10", "generator_preset": "base", "init_from": str(START),
+                 "spectral_compress": "0.3"}
+#: The budget whose manifest subset the trainings validate on (8 files per held-out speaker, as `default`).
+BUDGET = Budget("speech_keep", "broad_benchmark", "hparams/upcycle_small.yaml", [], valid_utts_per_speaker=8)
+
+
+def _cli(*args: str) -> List[str]:
+    return [sys.executable, "-m", "upcycle_se.cli", *args]
+
+
+def corpus_root(work: Path, folder: str) -> Path:
+    """The work folder a corpus lives under (``<root>/corpus``, ``<root>/prep_speech_keep``)."""
+    return work if folder == "main" else work / folder
+
+
+def build_data(work: Path, log=print) -> None:
+    """Builds (or reuses) the training corpora and the babble validation set, and their manifests."""
+    for folder, args in {**CORPORA, "valid_babble": VALID_BABBLE}.items():
+        out = work / "valid_babble" if folder == "valid_babble" else corpus_root(work, folder) / "corpus"
+        if not (out / "corpus_info.json").is_file():
+            log(f"building {out}")
+            subprocess.run(_cli("build-corpus", str(out), *args, "--no-progress"), check=True, cwd=REPO)
+        if folder != "valid_babble":
+            prepare(corpus_root(work, folder), BUDGET, log)
+
+
+def train_command(arm: str, work: Path, bf16: bool) -> List[str]:
+    """The train.py command line of one arm (run in ``recipes/VoiceBankDEMAND``)."""
+    folder, extra, _ = ARMS[arm]
+    root = corpus_root(work, folder)
+    options = {"data_folder": str(root / "corpus"), "output_folder": str(work / "runs" / arm),
+               "prep_folder": str(root / f"prep_{BUDGET.name}"), **TRAIN_OPTIONS, **extra}
+    if bf16:
+        options["precision"] = "bf16"
+    return [sys.executable, "train.py", "hparams/upcycle_small.yaml", *[f"--{k}={v}" for k, v in options.items()]]
+
+
+def model_dir(work: Path, arm: str) -> Path:
+    return work / "models" / arm
+
+
+def train_and_export(arm: str, work: Path, bf16: bool, log=print) -> Path:
+    """Trains one arm (resuming) and exports its best-validation checkpoint; skipped when exported."""
+    out = model_dir(work, arm)
+    if (out / "generator.ckpt").is_file():
+        return out
+    cmd = train_command(arm, work, bf16)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    log(f"{arm}: training ({' '.join(cmd[1:])})")
+    with open(work / "runs" / f"{arm}.log", "a") as f:
+        subprocess.run(cmd, check=True, cwd=RECIPE, env=env, stdout=f, stderr=subprocess.STDOUT)
+    subprocess.run(_cli("export", "--checkpoint", str(work / "runs" / arm), "--out", str(out)), check=True, cwd=REPO)
+    log(f"{arm}: trained and exported in {(time.perf_counter() - t0) / 60:.1f} min")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def validation_sets(work: Path) -> Dict[str, Dict[str, Dict[str, str]]]:
+    """``{set: {file id: {"noisy", "clean", "family", "snr"}}}`` of the two validation sets."""
+    from upcycle_se.corpus.build import read_log
+
+    sets = {}
+    entries = json.loads((work / "prep" / "valid.json").read_text())
+    log = read_log(work / "corpus" / "logfiles" / "log_trainset.txt")
+    root = str(work / "corpus")
+    sets["valid"] = {uid: {"noisy": e["noisy_wav"].replace("{data_root}", root),
+                           "clean": e["clean_wav"].replace("{data_root}", root), "family": log[uid][0],
+                           "snr": str(log[uid][1])} for uid, e in sorted(entries.items())}
+    root = work / "valid_babble"
+    log = read_log(root / "logfiles" / "log_testset.txt")
+    sets["valid_babble"] = {uid: {"noisy": str(root / "noisy_testset_wav" / f"{uid}.wav"),
+                                  "clean": str(root / "clean_testset_wav" / f"{uid}.wav"),
+                                  "family": noise, "snr": str(snr)} for uid, (noise, snr) in sorted(log.items())}
+    return sets
+
+
+def score(system: str, folder: Path, files: Dict[str, Dict[str, str]], cache: Path, log=print) -> Dict:
+    """Per-file PESQ / STOI of the model folder (fp32, whole files, its 20 dB limit); cached per file."""
+    from upcycle_se.audio import load_mono
+    from upcycle_se.metrics.stats import score_pair
+
+    rows = json.loads(cache.read_text())["rows"] if cache.is_file() else {}
+    rows = {k: v for k, v in rows.items() if k in files}
+    todo = [k for k in files if k not in rows]
+    if not todo:
+        return rows
+    import torch
+
+    from upcycle_se.inference import UpCycleEnhancement
+
+    torch.set_num_threads(1)
+    model = UpCycleEnhancement.from_hparams(source=str(folder), savedir=str(folder), run_opts={
+        "device": "cpu", "precision": "fp32", "max_attenuation_db": ATTENUATION_DB})
+    for i, uid in enumerate(todo):
+        noisy = load_mono(files[uid]["noisy"], SAMPLE_RATE).numpy()
+        clean = load_mono(files[uid]["clean"], SAMPLE_RATE).numpy().astype(np.float64)
+        out = np.clip(model.enhance_signal(noisy, SAMPLE_RATE).numpy().astype(np.float64), -1, 1)
+        rows[uid] = {m: float(v) for m, v in score_pair(clean, out, METRICS).items()}
+        if (i + 1) % 16 == 0 or i + 1 == len(todo):
+            _write_json_atomic(cache, {"system": system, "model": str(folder), "rows": rows})
+            log(f"{cache.parent.name} {system}: {i + 1}/{len(todo)}")
+    return rows
+
+
+def choose(summary: Dict) -> Optional[str]:
+    """The chosen arm by the rule in the module docstring (None when none qualifies)."""
+    best, best_gain = None, 0.0
+    base_pesq = summary["valid"]["default"]["pesq"]["mean"]
+    for arm in summary["arms"]:
+        gain = summary["valid_babble"]["vs_default"][arm]["stoi"]
+        if summary["valid"][arm]["pesq"]["mean"] < base_pesq - PESQ_TOLERANCE or gain["mean"] - gain["ci"] <= 0:
+            continue
+        if gain["mean"] > best_gain:
+            best, best_gain = arm, gain["mean"]
+    return best
+
+
+def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str]) -> Dict:
+    """Means with 95 % CIs per set and system, and paired differences against `default` and the control,
+    overall and (valid_babble) per SNR."""
+    out: Dict = {"arms": list(arms)}
+    for name, files in sets.items():
+        r = rows[name]
+        s: Dict = {sys_: {m: ci95([r[sys_][f][m] for f in files]) for m in METRICS} for sys_ in r}
+        s["vs_default"] = {a: {m: _paired_diff(r[a], r["default"], m) for m in METRICS} for a in arms}
+        if "control" in arms:
+            s["vs_control"] = {a: {m: _paired_diff(r[a], r["control"], m) for m in METRICS}
+                               for a in arms if a != "control"}
+        snrs = sorted({f["snr"] for f in files.values()}, key=float)
+        s["by_snr"] = {snr: {a: {m: _paired_diff({k: v for k, v in r[a].items() if files[k]["snr"] == snr},
+                                                 r["default"], m) for m in METRICS} for a in arms}
+                       for snr in snrs} if name == "valid_babble" else {}
+        out[name] = s
+    out["chosen"] = choose(out)
+    return out
+
+
+def _cell(c: Dict, digits: int, signed: bool = False) -> str:
+    return f"{c['mean']:{'+' if signed else ''}.{digits}f} ± {c['ci']:.{digits}f}"
+
+
+def render(result: Dict) -> str:
+    s, m = result["summary"], result["meta"]
+    arms = s["arms"]
+    lines = ["# Speech-keeping levers, chosen on validation (issue 27)", "",
+             f"Machine: {m['machine']['cpu']}, {m['machine']['cores']} cores, GPU {m['machine']['gpu']}, torch "
+             f"{m['machine']['torch']}. Written by `python benchmarks/speech_keep.py` on {m['finished']}.",
+             "Corpora synthetic (not VoiceBank-DEMAND). Every arm: `default` trained on for 1,800 steps "
+             "(batch 4 x 1 s, lr 2e-4, 4 + 2 epochs), one lever each; every model scored with its 20 dB "
+             "attenuation limit, fp32. Per-file means ± 95 % CI; differences are per-file paired.", ""]
+    for name, title in (("valid", "`valid`: 80 files, 2 held-out speakers, broad training noise"),
+                        ("valid_babble", "`valid_babble`: 96 files, 4 other speakers, babble_many and cafe "
+                                         "at 0-7.5 dB")):
+        t = s[name]
+        lines += [f"## {title}", "", "| system | PESQ | STOI | PESQ vs default | STOI vs default |",
+                  "|---|---|---|---|---|"]
+        for sys_ in ["default", *arms]:
+            d = t["vs_default"].get(sys_)
+            lines.append(f"| {sys_} | {_cell(t[sys_]['pesq'], 2)} | {_cell(t[sys_]['stoi'], 3)} | "
+                         + (f"{_cell(d['pesq'], 2, True)} | {_cell(d['stoi'], 3, True)} |" if d else "| |"))
+        if t.get("vs_control"):
+            lines += ["", "Against the control (same steps, no lever):", "",
+                      "| arm | PESQ | STOI |", "|---|---|---|"]
+            lines += [f"| {a} | {_cell(d['pesq'], 2, True)} | {_cell(d['stoi'], 3, True)} |"
+                      for a, d in t["vs_control"].items()]
+        if t.get("by_snr"):
+            lines += ["", "STOI against `default` by SNR:", "", "| arm | " + " | ".join(f"{k} dB" for k in t["by_snr"])
+                      + " |", "|---|" + "---|" * len(t["by_snr"])]
+            lines += [f"| {a} | " + " | ".join(_cell(t["by_snr"][k][a]["stoi"], 3, True) for k in t["by_snr"]) + " |"
+                      for a in arms]
+        lines.append("")
+    chosen = s["chosen"]
+    lines += ["## Choice", "",
+              f"Rule: the largest STOI gain over `default` on `valid_babble` (95 % CI above 0) among arms whose "
+              f"PESQ on `valid` is at least `default`'s minus {PESQ_TOLERANCE}. "
+              + (f"**Chosen: `{chosen}`** ({ARMS[chosen][2]})." if chosen else "**No arm qualifies.**"), "",
+              "## Arms", ""]
+    lines += [f"- `{a}`: {ARMS[a][2]}; `cd recipes/VoiceBankDEMAND && {result['commands'][a]}`" for a in arms]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"work folder (default {DEFAULT_WORK})")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--parallel", type=int, default=2, help="trainings side by side (one thread each)")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "speech_keep.json")
+    parser.add_argument("--table", type=Path, default=REPO / "benchmarks" / "speech_keep.txt")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--train-only", action="store_true", help="train and export, score nothing")
+    group.add_argument("--score-only", action="store_true", help="score the arms already exported")
+    group.add_argument("--render-only", action="store_true", help="rewrite --table from --json")
+    args = parser.parse_args(argv)
+    if args.render_only:
+        args.table.write_text(render(json.loads(args.json.read_text())))
+        return 0
+    from upcycle_se.models.runtime import cpu_has_bf16
+
+    work, bf16 = args.work, cpu_has_bf16()
+    stamp = lambda msg: print(f"[{_dt.datetime.now():%H:%M:%S}] {msg}", flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    build_data(work, stamp)
+    if not args.score_only:
+        with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+            list(pool.map(lambda a: train_and_export(a, work, bf16, stamp), args.arms))
+    if args.train_only:
+        return 0
+    sets = validation_sets(work)
+    systems = {"default": START, **{a: model_dir(work, a) for a in args.arms}}
+    rows: Dict[str, Dict] = {name: {} for name in sets}
+    for name, files in sets.items():
+        for system, folder in systems.items():
+            rows[name][system] = score(system, folder, files, work / "scores" / name / f"{system}.json", stamp)
+    summary = summarize(rows, sets, args.arms)
+    result = {"meta": {"machine": machine_info(), "finished": f"{_dt.datetime.now():%Y-%m-%d %H:%M}",
+                       "wall_minutes": (time.perf_counter() - t0) / 60, "attenuation_db": ATTENUATION_DB,
+                       "work": str(work)},
+              "commands": {a: " ".join(train_command(a, work, bf16)[1:]) for a in args.arms},
+              "summary": summary, "rows": rows}
+    _write_json_atomic(args.json, result)
+    args.table.write_text(render(result))
+    stamp(f"chosen: {summary['chosen']}; wrote {args.json} and {args.table}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""benchmarks/speech_keep.py: the arms' commands and the choice rule (validation only) on hand-made scores."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import speech_keep as sk  # noqa: E402
+
+
+def _sets():
+    valid = {f"v{i}": {"family": "broad", "snr": "5.0"} for i in range(10)}
+    babble = {f"b{i}": {"family": "babble_many", "snr": "0.0" if i < 5 else "5.0"} for i in range(10)}
+    return {"valid": valid, "valid_babble": babble}
+
+
+def _rows(gains):
+    """``gains``: arm -> (PESQ shift on valid, STOI shift on valid_babble); default PESQ 1.6 / STOI 0.80,
+    with per-file spread so the CIs are finite."""
+    sets = _sets()
+    rows = {"valid": {}, "valid_babble": {}}
+    for system, (dp, ds) in {"default": (0.0, 0.0), **gains}.items():
+        rows["valid"][system] = {f: {"pesq": 1.6 + 0.01 * i + dp, "stoi": 0.9}
+                                 for i, f in enumerate(sets["valid"])}
+        rows["valid_babble"][system] = {f: {"pesq": 1.3, "stoi": 0.80 + 0.01 * i + ds + (0.002 * i if ds else 0)}
+                                        for i, f in enumerate(sets["valid_babble"])}
+    return rows
+
+
+def test_choice_takes_the_largest_significant_stoi_gain_that_keeps_pesq():
+    gains = {"control": (0.0, 0.0), "shortfall": (-0.01, 0.02), "sisdr": (-0.05, 0.04), "babble": (0.02, 0.01)}
+    summary = sk.summarize(_rows(gains), _sets(), list(gains))
+    # sisdr gains most STOI but loses 0.05 PESQ on valid (> 0.02): out; shortfall beats babble
+    assert summary["chosen"] == "shortfall"
+    d = summary["valid_babble"]["vs_default"]["shortfall"]["stoi"]
+    assert abs(d["mean"] - (0.02 + 0.002 * 4.5)) < 1e-9 and d["ci"] > 0
+    assert set(summary["valid_babble"]["by_snr"]) == {"0.0", "5.0"}
+    assert "control" not in summary["valid"]["vs_control"]
+
+
+def test_no_arm_is_chosen_without_a_significant_gain():
+    gains = {"control": (0.0, 0.0), "shortfall": (0.0, 0.0)}
+    assert sk.summarize(_rows(gains), _sets(), list(gains))["chosen"] is None
+
+
+def test_arms_differ_from_the_control_in_one_lever_only(tmp_path):
+    base = set(sk.train_command("control", tmp_path, bf16=True))
+    for arm, extra in (("shortfall", "--shortfall_weight=1.0"), ("sisdr", "--sisdr_weight=0.01")):
+        assert set(sk.train_command(arm, tmp_path, True)) ^ base == {
+            extra, f"--output_folder={tmp_path / 'runs' / arm}", f"--output_folder={tmp_path / 'runs' / 'control'}"}
+    babble = set(sk.train_command("babble", tmp_path, True)) ^ base
+    assert f"--data_folder={tmp_path / 'babble' / 'corpus'}" in babble
+    assert f"--init_from={sk.START}" in base and "--precision=bf16" in base
+    assert "--precision=bf16" not in sk.train_command("control", tmp_path, bf16=False)
