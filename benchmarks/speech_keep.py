@@ -162,8 +162,9 @@ def validation_sets(work: Path) -> Dict[str, Dict[str, Dict[str, str]]]:
     return sets
 
 
-def score(system: str, folder: Path, files: Dict[str, Dict[str, str]], cache: Path, log=print) -> Dict:
-    """Per-file PESQ / STOI of the model folder (fp32, whole files, its 20 dB limit); cached per file."""
+def score(system: str, folder: Optional[Path], files: Dict[str, Dict[str, str]], cache: Path, log=print) -> Dict:
+    """Per-file PESQ / STOI of the model folder (fp32, whole files, its 20 dB limit; None: the noisy input
+    itself); cached per file."""
     from upcycle_se.audio import load_mono
     from upcycle_se.metrics.stats import score_pair
 
@@ -177,12 +178,14 @@ def score(system: str, folder: Path, files: Dict[str, Dict[str, str]], cache: Pa
     from upcycle_se.inference import UpCycleEnhancement
 
     torch.set_num_threads(1)
-    model = UpCycleEnhancement.from_hparams(source=str(folder), savedir=str(folder), run_opts={
-        "device": "cpu", "precision": "fp32", "max_attenuation_db": ATTENUATION_DB})
+    enhance = (lambda x: torch.from_numpy(x)) if folder is None else UpCycleEnhancement.from_hparams(
+        source=str(folder), savedir=str(folder), run_opts={
+            "device": "cpu", "precision": "fp32", "max_attenuation_db": ATTENUATION_DB}).enhance_signal
     for i, uid in enumerate(todo):
         noisy = load_mono(files[uid]["noisy"], SAMPLE_RATE).numpy()
         clean = load_mono(files[uid]["clean"], SAMPLE_RATE).numpy().astype(np.float64)
-        out = np.clip(model.enhance_signal(noisy, SAMPLE_RATE).numpy().astype(np.float64), -1, 1)
+        out = np.clip((enhance(noisy) if folder is None else enhance(noisy, SAMPLE_RATE)).numpy().astype(np.float64),
+                      -1, 1)
         rows[uid] = {m: float(v) for m, v in score_pair(clean, out, METRICS).items()}
         if (i + 1) % 16 == 0 or i + 1 == len(todo):
             _write_json_atomic(cache, {"system": system, "model": str(folder), "rows": rows})
@@ -211,6 +214,8 @@ def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str])
         r = rows[name]
         s: Dict = {sys_: {m: ci95([r[sys_][f][m] for f in files]) for m in METRICS} for sys_ in r}
         s["vs_default"] = {a: {m: _paired_diff(r[a], r["default"], m) for m in METRICS} for a in arms}
+        if "noisy" in r:
+            s["vs_noisy"] = {a: {m: _paired_diff(r[a], r["noisy"], m) for m in METRICS} for a in ["default", *arms]}
         if "control" in arms:
             s["vs_control"] = {a: {m: _paired_diff(r[a], r["control"], m) for m in METRICS}
                                for a in arms if a != "control"}
@@ -240,11 +245,13 @@ def render(result: Dict) -> str:
                         ("valid_babble", "`valid_babble`: 96 files, 4 other speakers, babble_many and cafe "
                                          "at 0-7.5 dB")):
         t = s[name]
-        lines += [f"## {title}", "", "| system | PESQ | STOI | PESQ vs default | STOI vs default |",
-                  "|---|---|---|---|---|"]
-        for sys_ in ["default", *arms]:
-            d = t["vs_default"].get(sys_)
+        lines += [f"## {title}", "", "| system | PESQ | STOI | STOI vs noisy | PESQ vs default | STOI vs default |",
+                  "|---|---|---|---|---|---|"]
+        for sys_ in [s_ for s_ in ("noisy", "default") if s_ in t] + list(arms):
+            d = t["vs_default"].get(sys_) if sys_ != "noisy" else None
+            n = t.get("vs_noisy", {}).get(sys_)
             lines.append(f"| {sys_} | {_cell(t[sys_]['pesq'], 2)} | {_cell(t[sys_]['stoi'], 3)} | "
+                         + (f"{_cell(n['stoi'], 3, True)} | " if n else "| ")
                          + (f"{_cell(d['pesq'], 2, True)} | {_cell(d['stoi'], 3, True)} |" if d else "| |"))
         if t.get("vs_control"):
             lines += ["", "Against the control (same steps, no lever):", "",
@@ -294,7 +301,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.train_only:
         return 0
     sets = validation_sets(work)
-    systems = {"default": START, **{a: model_dir(work, a) for a in args.arms}}
+    systems = {"noisy": None, "default": START, **{a: model_dir(work, a) for a in args.arms}}
     rows: Dict[str, Dict] = {name: {} for name in sets}
     for name, files in sets.items():
         for system, folder in systems.items():
