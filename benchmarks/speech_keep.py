@@ -126,7 +126,8 @@ def model_dir(work: Path, arm: str) -> Path:
 
 
 def train_and_export(arm: str, work: Path, bf16: bool, log=print) -> Path:
-    """Trains one arm (resuming) and exports its best-validation checkpoint; skipped when exported."""
+    """Trains one arm (resuming) and exports its best-validation checkpoint with `default`'s 20 dB limit in the
+    folder; skipped when exported."""
     out = model_dir(work, arm)
     if (out / "generator.ckpt").is_file():
         return out
@@ -137,7 +138,8 @@ def train_and_export(arm: str, work: Path, bf16: bool, log=print) -> Path:
     log(f"{arm}: training ({' '.join(cmd[1:])})")
     with open(work / "runs" / f"{arm}.log", "a") as f:
         subprocess.run(cmd, check=True, cwd=RECIPE, env=env, stdout=f, stderr=subprocess.STDOUT)
-    subprocess.run(_cli("export", "--checkpoint", str(work / "runs" / arm), "--out", str(out)), check=True, cwd=REPO)
+    subprocess.run(_cli("export", "--checkpoint", str(work / "runs" / arm), "--out", str(out), "--max-attenuation-db",
+                        str(ATTENUATION_DB)), check=True, cwd=REPO)
     log(f"{arm}: trained and exported in {(time.perf_counter() - t0) / 60:.1f} min")
     return out
 

@@ -238,6 +238,15 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+def test_export_cli_refuses_a_bad_attenuation_limit_in_one_line(tmp_path, capsys):
+    (tmp_path / "run" / "save").mkdir(parents=True)
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "m"),
+                 "--max-attenuation-db", "loud"]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "max_attenuation_db must be a finite number" in lines[0] and "'loud'" in lines[0]
+    assert not (tmp_path / "m").exists()
+
+
 def test_console_script(noisy, model_dir, tmp_path):
     (noisy / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
     out = tmp_path / "out"

@@ -421,3 +421,19 @@ def test_memory_stays_flat_as_length_grows(model_dir, tmp_path):
     assert sf.info(tmp_path / "out_b120.wav").frames == 120 * 48000
     assert a120 - a20_again < 16.0
     assert b12 - b3_again < 16.0
+
+
+def test_export_bakes_an_attenuation_limit_into_the_folder(recipe, tmp_path):
+    """``max_attenuation_db`` is written into the folder's hyperparams.yaml and applied when it loads (as the
+    packaged default's 20 dB); a run option still overrides it; a bad value fails before anything is written."""
+    root, _ = recipe
+    plain = export_model(root, tmp_path / "plain").folder
+    limited = export_model(root, tmp_path / "limited", max_attenuation_db="20").folder
+    assert "max_attenuation_db: 20.0" in (limited / HPARAMS_FILE).read_text()
+    assert "max_attenuation_db: null" in (plain / HPARAMS_FILE).read_text()
+    assert UpCycleEnhancement.from_hparams(source=limited).max_attenuation_db == 20.0
+    assert UpCycleEnhancement.from_hparams(source=plain).max_attenuation_db is None
+    assert UpCycleEnhancement.from_hparams(source=limited, run_opts={"max_attenuation_db": 6}).max_attenuation_db == 6
+    with pytest.raises(ConfigError, match="max_attenuation_db must be a finite number"):
+        export_model(root, tmp_path / "bad", max_attenuation_db=-3)
+    assert not (tmp_path / "bad").exists()

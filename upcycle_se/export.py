@@ -43,6 +43,7 @@ from upcycle_se.inference import (
     unwrap_state_dict,
 )
 from upcycle_se.models import GENERATOR_CLASSES, PaperGenerator, export_onnx
+from upcycle_se.models.attenuation import check_max_attenuation_db
 from upcycle_se.reference_import import (
     discriminator_state_from_reference,
     generator_state_from_reference,
@@ -161,10 +162,11 @@ def read_generator_class(save_dir: PathLike) -> str:
 
 
 def render_hparams(template: str, generator_config: dict, sample_rate: int, header: Sequence[str] = (),
-                   generator_class: str = "UpCycleGenerator") -> str:
+                   generator_class: str = "UpCycleGenerator", max_attenuation_db: Optional[float] = None) -> str:
     """The model folder's ``hyperparams.yaml``: ``template`` with its
     ``generator: !new:upcycle_se.models.UpCycleGenerator`` line naming ``generator_class`` and the
-    generator's kwargs written under it, ``sample_rate`` set and ``header`` comment lines on top."""
+    generator's kwargs written under it, ``sample_rate`` set, the folder's attenuation limit
+    (``max_attenuation_db``; None: the template's, none) and ``header`` comment lines on top."""
     if generator_class not in GENERATOR_CLASSES:
         raise ConfigError(f"unknown generator class {generator_class!r} (known: {', '.join(GENERATOR_CLASSES)})")
     lines = template.splitlines()
@@ -179,6 +181,11 @@ def render_hparams(template: str, generator_config: dict, sample_rate: int, head
                           flags=re.MULTILINE)
     if count != 1:
         raise ConfigError("the inference template needs exactly one top-level 'sample_rate:' line")
+    if max_attenuation_db is not None:
+        db = check_max_attenuation_db(max_attenuation_db)
+        text, count = re.subn(r"^max_attenuation_db:.*$", f"max_attenuation_db: {db}", text, flags=re.MULTILINE)
+        if count != 1:
+            raise ConfigError("the inference template needs exactly one top-level 'max_attenuation_db:' line")
     return "".join(f"# {line}".rstrip() + "\n" for line in header) + text
 
 
@@ -212,7 +219,7 @@ def generator_state(paramfiles: Dict[str, Path]) -> Dict[str, torch.Tensor]:
 
 
 def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = None, overwrite: bool = False,
-                 onnx: bool = False) -> ExportInfo:
+                 onnx: bool = False, max_attenuation_db: Optional[float] = None) -> ExportInfo:
     """Turns the best recipe checkpoint into a model folder for :class:`UpCycleEnhancement`.
 
     The folder holds ``hyperparams.yaml`` (the template, the generator's kwargs from
@@ -228,6 +235,8 @@ def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = 
     ckpt_key : ``CKPT.yaml`` value to maximise when choosing the checkpoint.
     overwrite : replace an existing non-empty ``out``.
     onnx : also write ``generator.onnx``, checked against onnxruntime (needs ``onnx`` and ``onnxruntime``).
+    max_attenuation_db : the folder's own attenuation limit in dB (its ``hyperparams.yaml``; enhancing
+        applies it unless told otherwise, as the packaged ``default``'s 20 dB); None: no limit.
 
     Returns
     -------
@@ -235,6 +244,7 @@ def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = 
     """
     if onnx:
         _require_onnxruntime()
+    max_attenuation_db = check_max_attenuation_db(max_attenuation_db)  # a bad value fails before any work
     ckpt, save_dir, n_scored = find_best_checkpoint(checkpoint, ckpt_key)
     gen_config, sample_rate = read_model_config(save_dir)
     gen_class = read_generator_class(save_dir)
@@ -250,7 +260,8 @@ def export_model(checkpoint: PathLike, out: PathLike, ckpt_key: Optional[str] = 
     score = (f"{ckpt_key} = {ckpt.meta[ckpt_key]}, best of {n_scored} checkpoint(s) by {ckpt_key}"
              if n_scored else "checkpoint chosen by hand")
     header = [f"Exported by `upcycle-se export` from {_safe_comment(ckpt.path)}", f"({score}).", ""]
-    text = render_hparams(template_path().read_text(encoding="utf-8"), gen_config, sample_rate, header, gen_class)
+    text = render_hparams(template_path().read_text(encoding="utf-8"), gen_config, sample_rate, header, gen_class,
+                          max_attenuation_db)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
         (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")

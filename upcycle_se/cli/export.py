@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "snr_gain where the run had no paired validation)")
     parser.add_argument("--onnx", action="store_true",
                         help="also write generator.onnx, checked against onnxruntime (needs onnx, onnxruntime)")
+    parser.add_argument("--max-attenuation-db", default=None, metavar="DB",
+                        help="the folder's own attenuation limit in dB, applied when it enhances unless a run "
+                             "option says otherwise (as the packaged default's 20); default: none")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from upcycle_se.export import ONNX_FILE, chosen_key, export_model
 
     info = export_model(args.checkpoint, args.out, ckpt_key=args.ckpt_key, overwrite=args.overwrite,
-                        onnx=args.onnx)
+                        onnx=args.onnx, max_attenuation_db=args.max_attenuation_db)
     key = chosen_key(info.checkpoint.meta, args.ckpt_key)
     how = (f"{key} = {info.checkpoint.meta[key]}, best of {info.n_compared}"
            if info.n_compared else "chosen by hand")
