@@ -5,8 +5,7 @@
   list of them (multi-scale discriminator); the loss is averaged over the maps.
 - :func:`waveform_l1` and :func:`spectral_l1`: the L1 distances used for cycle consistency, identity and,
   in paired training, supervision ("l1gan": supervised L1 on top of the GAN losses).
-- Opt-in supervised terms beyond the paper: :func:`speech_shortfall_l1` (the asymmetric loss of Wilson et al.
-  2018: removed speech costs more than residual noise) and :func:`si_sdr_loss` (SI-SDR, Le Roux et al. 2019).
+- Opt-in supervised term beyond the paper: :func:`si_sdr_loss` (SI-SDR, Le Roux et al. 2019).
 
 The weights and which terms are on live in :class:`LossConfig`, built from the hparams by
 :func:`LossConfig.from_hparams`, which refuses unknown names instead of silently ignoring them (the
@@ -107,20 +106,6 @@ def spectral_l1(estimate_spec: torch.Tensor, target_spec: torch.Tensor, compress
     mag_e = torch.sqrt(estimate_spec.pow(2).sum(1) + 1e-8)
     mag_t = torch.sqrt(target_spec.pow(2).sum(1) + 1e-8)
     return (estimate_spec - target_spec).abs().mean() + (mag_e - mag_t).abs().mean()
-
-
-def speech_shortfall_l1(estimate_spec: torch.Tensor, target_spec: torch.Tensor, compress: float = 1.0) -> torch.Tensor:
-    """Mean of ``max(0, |S| - |S_hat|)`` over the bins of complex spectra ``[batch, 2, freq, frames]``.
-
-    The half of the magnitude L1 where the estimate lies *below* the clean target: speech the enhancer
-    removed, not noise it left. Added to :func:`spectral_l1` with weight ``w`` it makes removed speech cost
-    ``1 + w`` times what the same amount of residual noise costs (the asymmetric loss of Wilson et al.,
-    "Exploring tradeoffs in models for low-latency speech enhancement", IWAENC 2018). ``compress`` as in
-    :func:`spectral_l1` (magnitudes compared after power-law compression).
-    """
-    mag_e = torch.sqrt(compress_spectrum(estimate_spec, compress).pow(2).sum(1) + 1e-8)
-    mag_t = torch.sqrt(compress_spectrum(target_spec, compress).pow(2).sum(1) + 1e-8)
-    return F.relu(mag_t - mag_e).mean()
 
 
 def si_sdr_loss(estimate: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
@@ -265,8 +250,6 @@ class LossConfig:
     - ``remix_weight``: opt-in; > 0 adds a supervised L1 on remixed pseudo-pairs (:func:`remix_pseudo_noisy`).
     - ``remix_snr``: ``estimated`` (each noisy crop's estimated SNR) or ``[low, high]`` dB to draw from.
     - ``remix_noise``: ``estimate`` (``noisy - enhanced``) or ``pauses`` (:func:`pause_noise`).
-    - ``shortfall_weight``: opt-in; > 0 adds :func:`speech_shortfall_l1` (Wilson et al. 2018) to the supervised
-      term, so removed speech costs ``1 + shortfall_weight`` times residual noise (paired loss types only).
     - ``sisdr_weight``: opt-in; > 0 adds ``sisdr_weight`` x :func:`si_sdr_loss` (dB) to the supervised term
       (Le Roux et al. 2019; paired loss types only).
     """
@@ -283,7 +266,6 @@ class LossConfig:
     remix_weight: float = 0.0
     remix_snr: Union[str, Sequence[float]] = "estimated"
     remix_noise: str = "estimate"
-    shortfall_weight: float = 0.0
     sisdr_weight: float = 0.0
 
     def __post_init__(self):
@@ -305,10 +287,9 @@ class LossConfig:
             raise ConfigError(f"remix_snr={snr!r} must be 'estimated' or [low, high] in dB with low <= high")
         if self.remix_noise not in REMIX_NOISE_SOURCES:
             raise ConfigError(f"remix_noise={self.remix_noise!r} must be one of {', '.join(REMIX_NOISE_SOURCES)}")
-        for name in ("shortfall_weight", "sisdr_weight"):
-            if getattr(self, name) > 0 and self.loss_type not in ("l1gan", "l1"):
-                raise ConfigError(f"{name}={getattr(self, name)!r} needs a paired loss_type (l1 or l1gan), "
-                                  f"not {self.loss_type!r}: it compares with clean references")
+        if self.sisdr_weight > 0 and self.loss_type not in ("l1gan", "l1"):
+            raise ConfigError(f"sisdr_weight={self.sisdr_weight!r} needs a paired loss_type (l1 or l1gan), "
+                              f"not {self.loss_type!r}: it compares with clean references")
         steps = self.identity_decay_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"identity_decay_steps={steps!r} must be an integer >= 0 (0: constant, the paper)")
