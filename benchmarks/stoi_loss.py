@@ -139,7 +139,8 @@ def score_system(name: str, root: Path, work: Path, log=print, folder: Optional[
     """Per-file PESQ and STOI of system ``name`` on the set at ``root``: ``{file stem: {metric: value}}``.
 
     Cached in ``work/stoi_loss/<set folder>/<name>.json`` with the set's build config; files already there
-    are not scored again (a cache of another build of the set, or of another ``folder``'s model, is discarded).
+    are not scored again (a cache of another build of the set, or of another model, packaged or ``folder``, is
+    discarded).
     ``folder``: the model folder of a ``--model`` system. The cache is rewritten
     atomically every 16 files, so an interrupted run keeps its progress.
     """
@@ -148,7 +149,12 @@ def score_system(name: str, root: Path, work: Path, log=print, folder: Optional[
 
     root = Path(root)
     config = set_info(root)["config"]
-    model_key = _model_key(folder)
+    if folder is None and name in MODELS:  # a packaged model's scores follow its files too (a new default)
+        from upcycle_se.inference import packaged_model_dir
+
+        model_key = _model_key(packaged_model_dir(name))
+    else:
+        model_key = _model_key(folder)
     stems = sorted(set_labels(root))
     cache = work / CACHE_DIR / root.name / f"{name}.json"
     rows: Rows = {}
