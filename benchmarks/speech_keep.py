@@ -151,8 +151,50 @@ def train_and_export(arm: str, work: Path, bf16: bool, log=print, threads: int =
 
 
 # ------------------------------------------------------------------------------------------ scoring
+#: The diagnostic set's folder under the work folder (:func:`build_self_babble`).
+SELF_BABBLE = "valid_selfbabble"
+
+
+def build_self_babble(work: Path, seed: int = 0) -> Path:
+    """Same-voice babble on ``valid_babble``'s clean files: a diagnostic set, never used for the choice.
+
+    Each clean file gets babble made, as the hard real-voice set makes it from ALSA's clips
+    (:func:`upcycle_se.corpus.realvoice.real_babble`: 4-7 talkers, each a warped pseudo-speaker), from the
+    *other* files of the same synthetic speaker, at that file's SNR in ``valid_babble``: the interferers share
+    the target's voice, which the synthetic babble of other voices lacks. Written to
+    ``work/valid_selfbabble/{clean,noisy}_testset_wav`` with ``logfiles/log_testset.txt`` (written last);
+    an existing complete set is reused. Deterministic in ``seed``.
+    """
+    from upcycle_se.audio import load_mono, write_audio_atomic
+    from upcycle_se.corpus import noise as N
+    from upcycle_se.corpus.build import read_log
+    from upcycle_se.corpus.realvoice import babble_pool, real_babble
+
+    src, out = work / "valid_babble", work / SELF_BABBLE
+    log_path = out / "logfiles" / "log_testset.txt"
+    if log_path.is_file():
+        return out
+    log = read_log(src / "logfiles" / "log_testset.txt")
+    clean = {uid: load_mono(src / "clean_testset_wav" / f"{uid}.wav", SAMPLE_RATE).numpy() for uid in sorted(log)}
+    lines = []
+    for i, uid in enumerate(sorted(log)):
+        speaker = uid.split("_")[0]
+        pool = babble_pool({k: v for k, v in clean.items() if k.split("_")[0] == speaker}, uid, SAMPLE_RATE)
+        babble, _ = real_babble(len(clean[uid]), SAMPLE_RATE, np.random.default_rng([seed, i]), pool)
+        c, noisy = N.mix_at_snr(clean[uid], babble, log[uid][1], SAMPLE_RATE)
+        write_audio_atomic(out / "clean_testset_wav" / f"{uid}.wav", c, SAMPLE_RATE)
+        write_audio_atomic(out / "noisy_testset_wav" / f"{uid}.wav", noisy, SAMPLE_RATE)
+        lines.append(f"{uid} self_babble {log[uid][1]}")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = log_path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, log_path)
+    return out
+
+
 def validation_sets(work: Path) -> Dict[str, Dict[str, Dict[str, str]]]:
-    """``{set: {file id: {"noisy", "clean", "family", "snr"}}}`` of the two validation sets."""
+    """``{set: {file id: {"noisy", "clean", "family", "snr"}}}`` of the two validation sets and, where it was
+    built (:func:`build_self_babble`), the same-voice babble diagnostic set."""
     from upcycle_se.corpus.build import read_log
 
     sets = {}
@@ -167,6 +209,12 @@ def validation_sets(work: Path) -> Dict[str, Dict[str, Dict[str, str]]]:
     sets["valid_babble"] = {uid: {"noisy": str(root / "noisy_testset_wav" / f"{uid}.wav"),
                                   "clean": str(root / "clean_testset_wav" / f"{uid}.wav"),
                                   "family": noise, "snr": str(snr)} for uid, (noise, snr) in sorted(log.items())}
+    root = work / SELF_BABBLE
+    if (root / "logfiles" / "log_testset.txt").is_file():
+        log = read_log(root / "logfiles" / "log_testset.txt")
+        sets[SELF_BABBLE] = {uid: {"noisy": str(root / "noisy_testset_wav" / f"{uid}.wav"),
+                                   "clean": str(root / "clean_testset_wav" / f"{uid}.wav"),
+                                   "family": noise, "snr": str(snr)} for uid, (noise, snr) in sorted(log.items())}
     return sets
 
 
@@ -230,7 +278,7 @@ def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str])
         snrs = sorted({f["snr"] for f in files.values()}, key=float)
         s["by_snr"] = {snr: {a: {m: _paired_diff({k: v for k, v in r[a].items() if files[k]["snr"] == snr},
                                                  r["default"], m) for m in METRICS} for a in arms}
-                       for snr in snrs} if name == "valid_babble" else {}
+                       for snr in snrs} if name in ("valid_babble", SELF_BABBLE) else {}
         out[name] = s
     out["chosen"] = choose(out)
     return out
@@ -253,7 +301,12 @@ def render(result: Dict) -> str:
              "(`benchmarks/starts/base_compressed`); the chosen arm is packaged as `default` now.", ""]
     for name, title in (("valid", "`valid`: 80 files, 2 held-out speakers, broad training noise"),
                         ("valid_babble", "`valid_babble`: 96 files, 4 other speakers, babble_many and cafe "
-                                         "at 0-7.5 dB")):
+                                         "at 0-7.5 dB"),
+                        (SELF_BABBLE, f"`{SELF_BABBLE}` (diagnostic, not used by the choice): valid_babble's "
+                                      "clean files in babble of their own speaker's other files, warped, at the "
+                                      "same SNRs")):
+        if name not in s:
+            continue
         t = s[name]
         lines += [f"## {title}", "", "| system | PESQ | STOI | STOI vs noisy | PESQ vs default | STOI vs default |",
                   "|---|---|---|---|---|---|"]
@@ -306,6 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stamp = lambda msg: print(f"[{_dt.datetime.now():%H:%M:%S}] {msg}", flush=True)  # noqa: E731
     t0 = time.perf_counter()
     build_data(work, stamp)
+    build_self_babble(work)
     if not args.score_only:
         with ThreadPoolExecutor(max(1, args.parallel)) as pool:
             threads = max(1, (os.cpu_count() or 2) // max(1, args.parallel))

@@ -54,3 +54,49 @@ def test_arms_differ_from_the_control_in_one_lever_only(tmp_path):
     assert f"--data_folder={tmp_path / 'babble' / 'corpus'}" in babble
     assert f"--init_from={sk.START}" in base and "--precision=bf16" in base
     assert "--precision=bf16" not in sk.train_command("control", tmp_path, bf16=False)
+
+
+def _fake_valid_babble(work: Path) -> None:
+    """``work/valid_babble`` with 2 speakers x 3 clean files (voiced-like tone trains) and their log."""
+    import numpy as np
+    import soundfile as sf
+
+    root = work / "valid_babble"
+    (root / "clean_testset_wav").mkdir(parents=True)
+    (root / "logfiles").mkdir()
+    lines = []
+    for s, spk in enumerate(("p232", "p257")):
+        for u in range(3):
+            t = np.arange(16000 + 2000 * u) / 16000
+            f0 = 110 + 60 * s + 15 * u
+            sig = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6)) * (np.sin(2 * np.pi * 4 * t) > -0.3)
+            sf.write(root / "clean_testset_wav" / f"{spk}_00{u + 1}.wav", 0.1 * sig, 16000)
+            lines.append(f"{spk}_00{u + 1} babble_many {2.5 * u}")
+    (root / "logfiles" / "log_testset.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_self_babble_set_mixes_each_file_with_its_own_speakers_other_files(tmp_path):
+    """The diagnostic set: every clean file of valid_babble in babble of the same speaker's other files, at its
+    SNR there; deterministic; reused once complete."""
+    import numpy as np
+    import soundfile as sf
+
+    from upcycle_se.corpus.noise import active_speech_power
+
+    _fake_valid_babble(tmp_path)
+    out = sk.build_self_babble(tmp_path, seed=0)
+    log = (out / "logfiles" / "log_testset.txt").read_text().split()
+    assert log[:3] == ["p232_001", "self_babble", "0.0"] and len(log) == 18
+    for uid, snr in (("p232_002", 2.5), ("p257_003", 5.0)):
+        clean, _ = sf.read(out / "clean_testset_wav" / f"{uid}.wav")
+        noisy, _ = sf.read(out / "noisy_testset_wav" / f"{uid}.wav")
+        measured = 10 * np.log10(active_speech_power(clean, 16000) / np.mean((noisy - clean) ** 2))
+        assert abs(measured - snr) < 0.3, (uid, measured)
+    # the same seed in another work folder: the same audio
+    other = tmp_path / "again"
+    _fake_valid_babble(other)
+    a = (out / "noisy_testset_wav" / "p257_001.wav").read_bytes()
+    assert (sk.build_self_babble(other, seed=0) / "noisy_testset_wav" / "p257_001.wav").read_bytes() == a
+    mtime = (out / "noisy_testset_wav" / "p257_001.wav").stat().st_mtime_ns
+    sk.build_self_babble(tmp_path, seed=0)  # complete: reused, not rewritten
+    assert (out / "noisy_testset_wav" / "p257_001.wav").stat().st_mtime_ns == mtime
