@@ -113,8 +113,7 @@ def si_sdr_loss(estimate: torch.Tensor, target: torch.Tensor, lengths: torch.Ten
     averaged over a batch of waveforms ``[batch, time]``; padding beyond ``lengths`` is zeroed in both.
 
     Computed by SpeechBrain's :func:`speechbrain.nnet.losses.cal_si_snr` (zero-mean SI-SNR, the same quantity).
-    Unlike the L1 terms it is blind to level and weighs every file's error relative to its own speech, so
-    quiet, masked speech under loud babble is not cheap to delete.
+    Unlike the L1 terms it is blind to level: every file's error counts relative to its own speech power.
     """
     from speechbrain.nnet.losses import cal_si_snr
 
