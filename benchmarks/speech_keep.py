@@ -26,6 +26,11 @@ Choice, on validation data only (never on a set that is reported):
 - ``valid_babble``: 96 files of 4 other synthetic speakers (corpus seed 1) in ``babble_many`` and ``cafe``
   noise at 0, 2.5, 5 and 7.5 dB, where `default` loses STOI on real voices (``benchmarks/stoi_loss.txt``).
 
+Also scored, never used by the choice: ``valid_selfbabble`` (:func:`build_self_babble`), ``valid_babble``'s
+clean files in babble of their own speaker's other files, the diagnostic of why ``valid_babble`` misled.
+The ``long`` arm trains the chosen setting on from the control for 7,200 more steps (``--arms long
+--parallel 1``, after the others).
+
 Every model is scored with its 20 dB attenuation limit, as `default` ships. The chosen arm is the one with
 the largest mean STOI gain over `default` on ``valid_babble`` among the arms whose PESQ on ``valid`` is at
 least `default`'s minus 0.02 and whose STOI gain on ``valid_babble`` is significant (95 % CI above 0);
