@@ -18,7 +18,9 @@ thread per training, ``--parallel`` trainings side by side). The arms differ in 
 - ``sisdr``: ``--sisdr_weight=0.01``: negative SI-SDR in dB beside the L1 (Le Roux et al., ICASSP 2019),
   its gradient about half the L1's on `default` (measured on training batches when the weight was set);
 - ``babble``: the training data: the same clean speech with half of the files' noise drawn from
-  ``babble_many`` (2-10 talkers) instead of the ``broad`` mixture (``--train-noises broad,babble_many``).
+  ``babble_many`` (2-10 talkers) instead of the ``broad`` mixture (``--train-noises broad,babble_many``);
+- ``selfbabble`` (explored after the choice, not among the default ``--arms``): every second training file
+  in babble of its own speaker's other utterances (:func:`build_self_babble_corpus`).
 
 Choice, on validation data only (never on a set that is reported):
 
@@ -77,6 +79,8 @@ ARMS: Dict[str, tuple] = {
     "control": ("main", {}, "trained on, same loss and data (control)"),
     "sisdr": ("main", {"sisdr_weight": "0.01"}, "+ SI-SDR term, weight 0.01 (Le Roux et al. 2019)"),
     "babble": ("babble", {}, "half of the training noise babble (babble_many, 2-10 talkers)"),
+    "selfbabble": ("selfbabble", {}, "half of the training files in babble of their own speaker's other utterances "
+                   "(explored after the choice, on the diagnostic set)"),
     # the long run: the chosen arm's setting trained on from the chosen arm for 16 + 8 more epochs (7,200 steps)
     "long": ("main", {"init_from": "{models}/control", "n_epochs": "16", "n_epochs_decay": "8"},
              "the chosen setting (control) trained on from the control arm for 7,200 more steps"),
@@ -109,6 +113,61 @@ def corpus_root(work: Path, folder: str) -> Path:
     return work if folder == "main" else work / folder
 
 
+def build_self_babble_corpus(work: Path, seed: int = 0, log=print) -> Path:
+    """The ``selfbabble`` arm's training corpus: the main corpus with every second training file's noise
+    replaced by babble of its own speaker's other training utterances (:func:`build_self_babble`'s recipe:
+    4-7 warped talkers, :func:`upcycle_se.corpus.realvoice.real_babble`) at that file's SNR.
+
+    Every other file is hard-linked from ``work/corpus``; the changed files and the log are written anew, and
+    ``corpus_info.json`` last, so an interrupted build is redone. Returns the corpus folder.
+    """
+    from upcycle_se.audio import load_mono, write_audio_atomic
+    from upcycle_se.corpus import noise as N
+    from upcycle_se.corpus.build import read_log
+    from upcycle_se.corpus.realvoice import babble_pool, real_babble
+
+    src, out = work / "corpus", corpus_root(work, "selfbabble") / "corpus"
+    if (out / "corpus_info.json").is_file():
+        return out
+    for path in src.rglob("*"):
+        if path.is_file() and path.name != "corpus_info.json":
+            dst = out / path.relative_to(src)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.exists():
+                dst.unlink()
+            os.link(path, dst)
+    log_path = src / "logfiles" / "log_trainset.txt"
+    entries = read_log(log_path)
+    clean_dir = src / "clean_trainset_wav"
+    by_speaker: Dict[str, List[str]] = {}
+    for uid in sorted(entries):
+        by_speaker.setdefault(uid.split("_")[0], []).append(uid)
+    lines = {uid: f"{uid} {noise} {snr}" for uid, (noise, snr) in entries.items()}
+    for k, (spk, uids) in enumerate(sorted(by_speaker.items())):
+        clips = {u: load_mono(clean_dir / f"{u}.wav", SAMPLE_RATE).numpy() for u in uids}
+        for i, uid in enumerate(uids):
+            if i % 2:
+                continue
+            pool = babble_pool(clips, uid, SAMPLE_RATE)
+            babble, _ = real_babble(len(clips[uid]), SAMPLE_RATE, np.random.default_rng([seed, k, i]), pool)
+            # the clean file stays as it is (shared): no joint rescaling, the mixture is clipped at full scale
+            _, noisy = N.mix_at_snr(clips[uid], babble, entries[uid][1], SAMPLE_RATE, peak=float("inf"))
+            dst = out / "noisy_trainset_wav" / f"{uid}.wav"
+            dst.unlink()  # a hard link: never write through it into the main corpus
+            write_audio_atomic(dst, np.clip(noisy, -1.0, 1.0), SAMPLE_RATE)
+            lines[uid] = f"{uid} self_babble {entries[uid][1]}"
+        log(f"selfbabble corpus: speaker {k + 1}/{len(by_speaker)}")
+    dst_log = out / "logfiles" / "log_trainset.txt"
+    dst_log.unlink()
+    dst_log.write_text("\n".join(lines[u] for u in sorted(lines)) + "\n")
+    info = json.loads((src / "corpus_info.json").read_text())
+    info["derived"] = "speech_keep selfbabble: every second training file of each speaker in same-voice babble"
+    tmp = out / "corpus_info.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, out / "corpus_info.json")
+    return out
+
+
 def build_data(work: Path, log=print) -> None:
     """Builds (or reuses) the training corpora and the babble validation set, and their manifests."""
     for folder, args in {**CORPORA, "valid_babble": VALID_BABBLE}.items():
@@ -118,6 +177,8 @@ def build_data(work: Path, log=print) -> None:
             subprocess.run(_cli("build-corpus", str(out), *args, "--no-progress"), check=True, cwd=REPO)
         if folder != "valid_babble":
             prepare(corpus_root(work, folder), BUDGET, log)
+    build_self_babble_corpus(work, log=log)  # derived from the main corpus
+    prepare(corpus_root(work, "selfbabble"), BUDGET, log)
 
 
 def train_command(arm: str, work: Path, bf16: bool) -> List[str]:
@@ -346,7 +407,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"work folder (default {DEFAULT_WORK})")
     parser.add_argument("--arms", nargs="+", default=list(LEVER_ARMS), choices=list(ARMS),
-                        help=f"default: {' '.join(LEVER_ARMS)}; `long` after them, with --parallel 1")
+                        help=f"default: {' '.join(LEVER_ARMS)}; `selfbabble` and `long` after them, with --parallel 1")
     parser.add_argument("--parallel", type=int, default=2, help="trainings side by side (one thread each)")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "speech_keep.json")
     parser.add_argument("--table", type=Path, default=REPO / "benchmarks" / "speech_keep.txt")

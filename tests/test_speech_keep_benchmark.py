@@ -100,3 +100,44 @@ def test_self_babble_set_mixes_each_file_with_its_own_speakers_other_files(tmp_p
     mtime = (out / "noisy_testset_wav" / "p257_001.wav").stat().st_mtime_ns
     sk.build_self_babble(tmp_path, seed=0)  # complete: reused, not rewritten
     assert (out / "noisy_testset_wav" / "p257_001.wav").stat().st_mtime_ns == mtime
+
+
+def test_self_babble_training_corpus_changes_every_second_file_and_never_the_source(tmp_path):
+    """The selfbabble arm's corpus: per speaker, files 0, 2, ... get same-voice babble at their logged SNR, the
+    others (and every clean file) are hard links of the main corpus, which stays byte for byte as it was."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from upcycle_se.corpus.noise import active_speech_power
+
+    src = tmp_path / "corpus"
+    for sub in ("clean_trainset_wav", "noisy_trainset_wav", "logfiles"):
+        (src / sub).mkdir(parents=True)
+    lines, rng = [], np.random.default_rng(0)
+    for s, spk in enumerate(("p225", "p226")):
+        for u in range(4):
+            t = np.arange(12000 + 1000 * u) / 16000
+            f0 = 100 + 50 * s + 10 * u
+            clean = 0.1 * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6)) * (np.sin(2 * np.pi * 3 * t) > 0)
+            uid = f"{spk}_00{u + 1}"
+            sf.write(src / "clean_trainset_wav" / f"{uid}.wav", clean, 16000)
+            sf.write(src / "noisy_trainset_wav" / f"{uid}.wav", clean + 0.01 * rng.standard_normal(t.size), 16000)
+            lines.append(f"{uid} broad {5.0 * u}")
+    (src / "logfiles" / "log_trainset.txt").write_text("\n".join(lines) + "\n")
+    (src / "corpus_info.json").write_text(json.dumps({"config": {"seed": 0}}))
+    before = {p.name: p.read_bytes() for p in (src / "noisy_trainset_wav").iterdir()}
+
+    out = sk.build_self_babble_corpus(tmp_path, log=lambda m: None)
+    assert {p.name: p.read_bytes() for p in (src / "noisy_trainset_wav").iterdir()} == before
+    log = dict((ln.split()[0], ln.split()[1:]) for ln in (out / "logfiles" / "log_trainset.txt").read_text().splitlines())
+    assert [uid for uid, (noise, _) in sorted(log.items()) if noise == "self_babble"] == \
+        ["p225_001", "p225_003", "p226_001", "p226_003"]
+    for uid in ("p225_002", "p226_004"):  # untouched: the same file, linked
+        assert (out / "noisy_trainset_wav" / f"{uid}.wav").samefile(src / "noisy_trainset_wav" / f"{uid}.wav")
+    clean, _ = sf.read(out / "clean_trainset_wav" / "p226_003.wav")
+    noisy, _ = sf.read(out / "noisy_trainset_wav" / "p226_003.wav")
+    measured = 10 * np.log10(active_speech_power(clean, 16000) / np.mean((noisy - clean) ** 2))
+    assert abs(measured - 10.0) < 0.3, measured
+    assert "derived" in json.loads((out / "corpus_info.json").read_text())
