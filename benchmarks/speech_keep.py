@@ -234,7 +234,7 @@ def build_self_babble(work: Path, seed: int = 0) -> Path:
     from upcycle_se.audio import load_mono, write_audio_atomic
     from upcycle_se.corpus import noise as N
     from upcycle_se.corpus.build import read_log
-    from upcycle_se.corpus.realvoice import babble_pool, real_babble
+    from upcycle_se.corpus.realvoice import _write_text_atomic, babble_pool, real_babble
 
     src, out = work / "valid_babble", work / SELF_BABBLE
     log_path = out / "logfiles" / "log_testset.txt"
@@ -251,10 +251,7 @@ def build_self_babble(work: Path, seed: int = 0) -> Path:
         write_audio_atomic(out / "clean_testset_wav" / f"{uid}.wav", c, SAMPLE_RATE)
         write_audio_atomic(out / "noisy_testset_wav" / f"{uid}.wav", noisy, SAMPLE_RATE)
         lines.append(f"{uid} self_babble {log[uid][1]}")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = log_path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, log_path)
+    _write_text_atomic(log_path, "\n".join(lines) + "\n")
     return out
 
 
@@ -300,14 +297,13 @@ def score(system: str, folder: Optional[Path], files: Dict[str, Dict[str, str]],
     from upcycle_se.inference import UpCycleEnhancement
 
     torch.set_num_threads(1)
-    enhance = (lambda x: torch.from_numpy(x)) if folder is None else UpCycleEnhancement.from_hparams(
+    enhance = (lambda x, sr: torch.from_numpy(x)) if folder is None else UpCycleEnhancement.from_hparams(
         source=str(folder), savedir=str(folder), run_opts={
             "device": "cpu", "precision": "fp32", "max_attenuation_db": ATTENUATION_DB}).enhance_signal
     for i, uid in enumerate(todo):
         noisy = load_mono(files[uid]["noisy"], SAMPLE_RATE).numpy()
         clean = load_mono(files[uid]["clean"], SAMPLE_RATE).numpy().astype(np.float64)
-        out = np.clip((enhance(noisy) if folder is None else enhance(noisy, SAMPLE_RATE)).numpy().astype(np.float64),
-                      -1, 1)
+        out = np.clip(enhance(noisy, SAMPLE_RATE).numpy().astype(np.float64), -1, 1)
         rows[uid] = {m: float(v) for m, v in score_pair(clean, out, METRICS).items()}
         if (i + 1) % 16 == 0 or i + 1 == len(todo):
             _write_json_atomic(cache, {"system": system, "model": str(folder), "rows": rows})
