@@ -22,21 +22,33 @@ thread per training, ``--parallel`` trainings side by side). The arms differ in 
 - ``selfbabble`` (explored after the choice, not among the default ``--arms``): every second training file
   in babble of its own speaker's other utterances (:func:`build_self_babble_corpus`).
 
+Round 2 (``--arms control selfbabble selfbabble4 selfbabble_sisdr``), the same start and steps:
+
+- ``selfbabble4``: every fourth training file in same-voice babble (half ``selfbabble``'s share, for its PESQ cost);
+- ``selfbabble_sisdr``: ``selfbabble`` with the SI-SDR term of ``sisdr`` (which bought +0.07 PESQ on ``valid``).
+
 Choice, on validation data only (never on a set that is reported):
 
 - ``valid``: the 80 validation files of the training corpus (2 held-out speakers, ``broad`` noise);
 - ``valid_babble``: 96 files of 4 other synthetic speakers (corpus seed 1) in ``babble_many`` and ``cafe``
   noise at 0, 2.5, 5 and 7.5 dB, where `default` loses STOI on real voices (``benchmarks/stoi_loss.txt``).
 
-Also scored, never used by the choice: ``valid_selfbabble`` (:func:`build_self_babble`), ``valid_babble``'s
+Also scored, not used by round 1's choice: ``valid_selfbabble`` (:func:`build_self_babble`), ``valid_babble``'s
 clean files in babble of their own speaker's other files, the diagnostic of why ``valid_babble`` misled.
 The ``long`` arm trains the chosen setting on from the control for 7,200 more steps (``--arms long
 --parallel 1``, after the others).
 
-Every model is scored with its 20 dB attenuation limit, as `default` ships. The chosen arm is the one with
-the largest mean STOI gain over `default` on ``valid_babble`` among the arms whose PESQ on ``valid`` is at
-least `default`'s minus 0.02 and whose STOI gain on ``valid_babble`` is significant (95 % CI above 0);
-none chosen when no arm qualifies. Writes ``--json`` (per-file rows, summaries, choice, commands, machine)
+Every model is scored with its 20 dB attenuation limit, as `default` ships. The chosen arm (round 1) is the
+one with the largest mean STOI gain over `default` on ``valid_babble`` among the arms whose PESQ on ``valid``
+is at least `default`'s minus 0.02 and whose STOI gain on ``valid_babble`` is significant (95 % CI above 0);
+none chosen when no arm qualifies.
+
+Round 2's rule (:func:`choose_same_voice`, fixed before its arms were trained) asks whether an arm should
+replace the round-1 choice, ``control``, now packaged as `default`: among the arms whose PESQ on ``valid`` is
+at least the control's minus 0.02, whose STOI gain over the control on ``valid_selfbabble`` is significant
+(95 % CI above 0) and whose STOI on ``valid`` and ``valid_babble`` is not significantly below the control's
+(95 % CI reaching 0), the one with the largest mean of its STOI gains over the control on ``valid_babble``
+and ``valid_selfbabble``; none (the control stays) when no arm qualifies. Writes ``--json`` (per-file rows, summaries, choice, commands, machine)
 and ``--table`` (markdown). The real-voice sets are then scored by ``benchmarks/stoi_loss.py --model``.
 
 The corpora are synthetic (flite / espeak-ng / Piper voices): none of these are VoiceBank-DEMAND scores.
@@ -81,12 +93,18 @@ ARMS: Dict[str, tuple] = {
     "babble": ("babble", {}, "half of the training noise babble (babble_many, 2-10 talkers)"),
     "selfbabble": ("selfbabble", {}, "half of the training files in babble of their own speaker's other utterances "
                    "(explored after the choice, on the diagnostic set)"),
+    "selfbabble4": ("selfbabble4", {}, "a quarter of the training files in babble of their own speaker's other "
+                    "utterances (round 2)"),
+    "selfbabble_sisdr": ("selfbabble", {"sisdr_weight": "0.01"}, "selfbabble's data + the SI-SDR term, weight 0.01 "
+                         "(round 2)"),
     # the long run: the chosen arm's setting trained on from the chosen arm for 16 + 8 more epochs (7,200 steps)
     "long": ("main", {"init_from": "{models}/control", "n_epochs": "16", "n_epochs_decay": "8"},
              "the chosen setting (control) trained on from the control arm for 7,200 more steps"),
 }
 #: The arms that compare levers (``--arms`` default); ``long`` runs after the choice, alone.
 LEVER_ARMS = ("control", "sisdr", "babble")
+#: The same-voice babble corpora: folder -> every how many training files of a speaker get same-voice babble.
+SELF_BABBLE_SHARES = {"selfbabble": 2, "selfbabble4": 4}
 #: The training corpora: folder -> build-corpus arguments (the work folder's ``<folder>/corpus``; ``main``
 #: is the work folder itself, as ``benchmarks.quality.prepare`` expects).
 CORPORA = {
@@ -113,9 +131,9 @@ def corpus_root(work: Path, folder: str) -> Path:
     return work if folder == "main" else work / folder
 
 
-def build_self_babble_corpus(work: Path, seed: int = 0, log=print) -> Path:
-    """The ``selfbabble`` arm's training corpus: the main corpus with every second training file's noise
-    replaced by babble of its own speaker's other training utterances (:func:`build_self_babble`'s recipe:
+def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 2) -> Path:
+    """The ``selfbabble`` arm's training corpus (``selfbabble4``'s with ``every=4``): the main corpus with every
+    ``every``-th training file's noise (per speaker, from its first) replaced by babble of its own speaker's other training utterances (:func:`build_self_babble`'s recipe:
     4-7 warped talkers, :func:`upcycle_se.corpus.realvoice.real_babble`) at that file's SNR.
 
     Every other file is hard-linked from ``work/corpus``; the changed files and the log are written anew, and
@@ -126,7 +144,8 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print) -> Path:
     from upcycle_se.corpus.build import read_log
     from upcycle_se.corpus.realvoice import babble_pool, real_babble
 
-    src, out = work / "corpus", corpus_root(work, "selfbabble") / "corpus"
+    folder = {v: k for k, v in SELF_BABBLE_SHARES.items()}[every]
+    src, out = work / "corpus", corpus_root(work, folder) / "corpus"
     if (out / "corpus_info.json").is_file():
         return out
     for path in src.rglob("*"):
@@ -146,7 +165,7 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print) -> Path:
     for k, (spk, uids) in enumerate(sorted(by_speaker.items())):
         clips = {u: load_mono(clean_dir / f"{u}.wav", SAMPLE_RATE).numpy() for u in uids}
         for i, uid in enumerate(uids):
-            if i % 2:
+            if i % every:
                 continue
             pool = babble_pool(clips, uid, SAMPLE_RATE)
             babble, _ = real_babble(len(clips[uid]), SAMPLE_RATE, np.random.default_rng([seed, k, i]), pool)
@@ -156,12 +175,12 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print) -> Path:
             dst.unlink()  # a hard link: never write through it into the main corpus
             write_audio_atomic(dst, np.clip(noisy, -1.0, 1.0), SAMPLE_RATE)
             lines[uid] = f"{uid} self_babble {entries[uid][1]}"
-        log(f"selfbabble corpus: speaker {k + 1}/{len(by_speaker)}")
+        log(f"{folder} corpus: speaker {k + 1}/{len(by_speaker)}")
     dst_log = out / "logfiles" / "log_trainset.txt"
     dst_log.unlink()
     dst_log.write_text("\n".join(lines[u] for u in sorted(lines)) + "\n")
     info = json.loads((src / "corpus_info.json").read_text())
-    info["derived"] = "speech_keep selfbabble: every second training file of each speaker in same-voice babble"
+    info["derived"] = f"speech_keep {folder}: every {every}-th training file of each speaker in same-voice babble"
     tmp = out / "corpus_info.json.tmp"
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, out / "corpus_info.json")
@@ -177,8 +196,9 @@ def build_data(work: Path, log=print) -> None:
             subprocess.run(_cli("build-corpus", str(out), *args, "--no-progress"), check=True, cwd=REPO)
         if folder != "valid_babble":
             prepare(corpus_root(work, folder), BUDGET, log)
-    build_self_babble_corpus(work, log=log)  # derived from the main corpus
-    prepare(corpus_root(work, "selfbabble"), BUDGET, log)
+    for folder, every in SELF_BABBLE_SHARES.items():  # derived from the main corpus
+        build_self_babble_corpus(work, log=log, every=every)
+        prepare(corpus_root(work, folder), BUDGET, log)
 
 
 def train_command(arm: str, work: Path, bf16: bool) -> List[str]:
@@ -324,6 +344,27 @@ def choose(summary: Dict) -> Optional[str]:
     return best
 
 
+def choose_same_voice(summary: Dict) -> Optional[str]:
+    """Round 2's choice against the control by the rule in the module docstring (None: the control stays,
+    and when the control or the same-voice set was not scored)."""
+    if "control" not in summary["arms"] or SELF_BABBLE not in summary:
+        return None
+    best, best_gain = None, None
+    base_pesq = summary["valid"]["control"]["pesq"]["mean"]
+    for arm in summary["arms"]:
+        if arm == "control":
+            continue
+        d = {name: summary[name]["vs_control"][arm]["stoi"] for name in ("valid", "valid_babble", SELF_BABBLE)}
+        if (summary["valid"][arm]["pesq"]["mean"] < base_pesq - PESQ_TOLERANCE
+                or d[SELF_BABBLE]["mean"] - d[SELF_BABBLE]["ci"] <= 0
+                or any(d[n]["mean"] + d[n]["ci"] < 0 for n in ("valid", "valid_babble"))):
+            continue
+        gain = (d["valid_babble"]["mean"] + d[SELF_BABBLE]["mean"]) / 2
+        if best_gain is None or gain > best_gain:
+            best, best_gain = arm, gain
+    return best
+
+
 def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str]) -> Dict:
     """Means with 95 % CIs per set and system, and paired differences against `default` and the control,
     overall and (valid_babble) per SNR."""
@@ -343,6 +384,7 @@ def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str])
                        for snr in snrs} if name in ("valid_babble", SELF_BABBLE) else {}
         out[name] = s
     out["chosen"] = choose(out)
+    out["chosen_same_voice"] = choose_same_voice(out)
     return out
 
 
@@ -393,8 +435,16 @@ def render(result: Dict) -> str:
     lines += ["## Choice", "",
               f"Rule: the largest STOI gain over `default` on `valid_babble` (95 % CI above 0) among arms whose "
               f"PESQ on `valid` is at least `default`'s minus {PESQ_TOLERANCE}. "
-              + (f"**Chosen: `{chosen}`** ({result['labels'][chosen]})." if chosen else "**No arm qualifies.**"), "",
-              "## Arms", ""]
+              + (f"**Chosen: `{chosen}`** ({result['labels'][chosen]})." if chosen else "**No arm qualifies.**"), ""]
+    if "control" in arms and SELF_BABBLE in s:
+        second = s.get("chosen_same_voice")
+        lines += [f"Round 2's rule, against the control (packaged as `default`): the largest mean STOI gain over the "
+                  f"control on `valid_babble` and `{SELF_BABBLE}` among arms whose PESQ on `valid` is at least the "
+                  f"control's minus {PESQ_TOLERANCE}, whose STOI gain on `{SELF_BABBLE}` has its 95 % CI above 0 and "
+                  "whose STOI on `valid` and `valid_babble` is not significantly below the control's. "
+                  + (f"**Chosen: `{second}`** ({result['labels'][second]})." if second
+                     else "**No arm qualifies: the control stays.**"), ""]
+    lines += ["## Arms", ""]
     lines += [f"- `{a}`: {result['labels'][a]}; `cd recipes/VoiceBankDEMAND && {result['commands'][a]}`" for a in arms]
     return "\n".join(lines) + "\n"
 

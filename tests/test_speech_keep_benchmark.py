@@ -141,3 +141,57 @@ def test_self_babble_training_corpus_changes_every_second_file_and_never_the_sou
     measured = 10 * np.log10(active_speech_power(clean, 16000) / np.mean((noisy - clean) ** 2))
     assert abs(measured - 10.0) < 0.3, measured
     assert "derived" in json.loads((out / "corpus_info.json").read_text())
+
+    # a quarter share: only each speaker's first of its four files, in its own folder; the source still untouched
+    quarter = sk.build_self_babble_corpus(tmp_path, log=lambda m: None, every=4)
+    assert quarter == tmp_path / "selfbabble4" / "corpus"
+    log = dict((ln.split()[0], ln.split()[1]) for ln in (quarter / "logfiles" / "log_trainset.txt").read_text().splitlines())
+    assert [uid for uid, noise in sorted(log.items()) if noise == "self_babble"] == ["p225_001", "p226_001"]
+    assert (quarter / "noisy_trainset_wav" / "p225_003.wav").samefile(src / "noisy_trainset_wav" / "p225_003.wav")
+    assert {p.name: p.read_bytes() for p in (src / "noisy_trainset_wav").iterdir()} == before
+
+
+def _round2_summary(arms):
+    """A hand-made summary for round 2's rule: ``arms``: arm -> (PESQ on valid, {set: (STOI mean, CI) vs
+    control}); the control's PESQ on valid is 1.80."""
+    s = {"arms": ["control", *arms], "valid": {"control": {"pesq": {"mean": 1.80, "ci": 0.05}}}}
+    for name in ("valid", "valid_babble", sk.SELF_BABBLE):
+        s.setdefault(name, {}).setdefault("vs_control", {})
+    for arm, (pesq, stoi) in arms.items():
+        s["valid"][arm] = {"pesq": {"mean": pesq, "ci": 0.05}}
+        for name in ("valid", "valid_babble", sk.SELF_BABBLE):
+            mean, ci = stoi.get(name, (0.0, 0.003))
+            s[name]["vs_control"][arm] = {"stoi": {"mean": mean, "ci": ci}}
+    return s
+
+
+def test_round_two_replaces_the_control_only_for_a_same_voice_gain_that_keeps_the_rest():
+    arms = {
+        # the largest gains, but PESQ on valid 0.03 below the control's: out
+        "pesq_drop": (1.77, {sk.SELF_BABBLE: (0.05, 0.005), "valid_babble": (0.04, 0.005)}),
+        # same-voice gain but STOI on valid significantly down: out
+        "valid_drop": (1.80, {sk.SELF_BABBLE: (0.04, 0.005), "valid": (-0.01, 0.004)}),
+        # same-voice gain not significant: out
+        "noisy_gain": (1.85, {sk.SELF_BABBLE: (0.004, 0.005), "valid_babble": (0.03, 0.005)}),
+        "small": (1.79, {sk.SELF_BABBLE: (0.010, 0.004), "valid_babble": (0.000, 0.004)}),
+        "big": (1.785, {sk.SELF_BABBLE: (0.020, 0.004), "valid_babble": (-0.002, 0.003)}),
+    }
+    assert sk.choose_same_voice(_round2_summary(arms)) == "big"
+    del arms["big"]
+    assert sk.choose_same_voice(_round2_summary(arms)) == "small"
+    del arms["small"]
+    assert sk.choose_same_voice(_round2_summary(arms)) is None
+    # without the control among the arms there is nothing to replace
+    s = _round2_summary({"small": (1.79, {sk.SELF_BABBLE: (0.01, 0.004)})})
+    s["arms"].remove("control")
+    assert sk.choose_same_voice(s) is None
+
+
+def test_round_two_arms_differ_from_selfbabble_in_one_lever(tmp_path):
+    base = set(sk.train_command("selfbabble", tmp_path, True))
+    assert set(sk.train_command("selfbabble_sisdr", tmp_path, True)) ^ base == {
+        "--sisdr_weight=0.01", f"--output_folder={tmp_path / 'runs' / 'selfbabble'}",
+        f"--output_folder={tmp_path / 'runs' / 'selfbabble_sisdr'}"}
+    quarter = set(sk.train_command("selfbabble4", tmp_path, True)) ^ base
+    assert f"--data_folder={tmp_path / 'selfbabble4' / 'corpus'}" in quarter
+    assert not any(o.startswith("--sisdr") for o in quarter)
