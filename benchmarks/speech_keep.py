@@ -27,6 +27,13 @@ Round 2 (``--arms control selfbabble selfbabble4 selfbabble_sisdr``), the same s
 - ``selfbabble4``: every fourth training file in same-voice babble (half ``selfbabble``'s share, for its PESQ cost);
 - ``selfbabble_sisdr``: ``selfbabble`` with the SI-SDR term of ``sisdr`` (which bought +0.07 PESQ on ``valid``).
 
+The unpaired round (``--arms unpaired_control unpaired_selfbabble``): the packaged `unpaired`
+(``upcycle_se/pretrained/base_unpaired_pauses_long``) trained on with its own setting (``--unpaired=shuffle
+--loss_type=gan``, remix weight 40 with noise mined from pauses, EMA 0.998, lr 5e-4, 2 + 1 epochs: 900 steps)
+on the main corpus (``unpaired_control``) and on ``selfbabble``'s (``unpaired_selfbabble``: the noisy pile has
+same-voice babble; no clean reference is seen in either). The SI-SDR term needs clean references, so it has no
+unpaired arm.
+
 Choice, on validation data only (never on a set that is reported):
 
 - ``valid``: the 80 validation files of the training corpus (2 held-out speakers, ``broad`` noise);
@@ -48,7 +55,9 @@ replace the round-1 choice, ``control``, now packaged as `default`: among the ar
 at least the control's minus 0.02, whose STOI gain over the control on ``valid_selfbabble`` is significant
 (95 % CI above 0) and whose STOI on ``valid`` and ``valid_babble`` is not significantly below the control's
 (95 % CI reaching 0), the one with the largest mean of its STOI gains over the control on ``valid_babble``
-and ``valid_selfbabble``; none (the control stays) when no arm qualifies. Writes ``--json`` (per-file rows, summaries, choice, commands, machine)
+and ``valid_selfbabble``; none (the control stays) when no arm qualifies. The unpaired round uses the same
+rule with ``unpaired_control`` as the control, and an arm must also keep ``valid`` PESQ within 0.02 of the
+packaged `unpaired`'s to replace it (:func:`choose_unpaired`). Writes ``--json`` (per-file rows, summaries, choice, commands, machine)
 and ``--table`` (markdown). The real-voice sets are then scored by ``benchmarks/stoi_loss.py --model``.
 
 The corpora are synthetic (flite / espeak-ng / Piper voices): none of these are VoiceBank-DEMAND scores.
@@ -74,11 +83,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/speech_keep.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from benchmarks.quality import Budget, _paired_diff, ci95, machine_info, prepare  # noqa: E402
+from benchmarks.quality import Budget, _paired_diff, _unpaired_ft, ci95, machine_info, prepare  # noqa: E402
 from benchmarks.stoi_loss import _write_json_atomic  # noqa: E402
 
 DEFAULT_WORK = Path("/work/runs/stoi")
 START = REPO / "benchmarks" / "starts" / "base_compressed"
+#: The unpaired round's start: the packaged `unpaired`.
+UNPAIRED = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses_long"
+#: The packaged `unpaired`'s own setting (its card), 2 + 1 epochs from it: overrides `TRAIN_OPTIONS`.
+UNPAIRED_OPTIONS = {"unpaired": "shuffle", "loss_type": "gan", "lr": "0.0005", "n_epochs": "2", "n_epochs_decay": "1",
+                    **_unpaired_ft(UNPAIRED, remix_weight="40", ema_decay="0.998", remix_noise="pauses")}
 RECIPE = REPO / "recipes" / "VoiceBankDEMAND"
 ATTENUATION_DB = 20.0
 METRICS = ("pesq", "stoi")
@@ -97,6 +111,10 @@ ARMS: Dict[str, tuple] = {
                     "utterances (round 2)"),
     "selfbabble_sisdr": ("selfbabble", {"sisdr_weight": "0.01"}, "selfbabble's data + the SI-SDR term, weight 0.01 "
                          "(round 2)"),
+    "unpaired_control": ("main", UNPAIRED_OPTIONS, "the packaged `unpaired` trained on with its own setting, "
+                         "900 steps (unpaired round)"),
+    "unpaired_selfbabble": ("selfbabble", UNPAIRED_OPTIONS, "the same on selfbabble's corpus: same-voice babble in "
+                            "half the noisy pile (unpaired round)"),
     # the long run: the chosen arm's setting trained on from the chosen arm for 16 + 8 more epochs (7,200 steps)
     "long": ("main", {"init_from": "{models}/control", "n_epochs": "16", "n_epochs_decay": "8"},
              "the chosen setting (control) trained on from the control arm for 7,200 more steps"),
@@ -336,6 +354,8 @@ def choose(summary: Dict) -> Optional[str]:
     best, best_gain = None, 0.0
     base_pesq = summary["valid"]["default"]["pesq"]["mean"]
     for arm in summary["arms"]:
+        if ARMS.get(arm, ("", {}))[1].get("unpaired"):  # the unpaired round has its own rule
+            continue
         gain = summary["valid_babble"]["vs_default"][arm]["stoi"]
         if summary["valid"][arm]["pesq"]["mean"] < base_pesq - PESQ_TOLERANCE or gain["mean"] - gain["ci"] <= 0:
             continue
@@ -344,17 +364,26 @@ def choose(summary: Dict) -> Optional[str]:
     return best
 
 
-def choose_same_voice(summary: Dict) -> Optional[str]:
-    """Round 2's choice against the control by the rule in the module docstring (None: the control stays,
-    and when the control or the same-voice set was not scored)."""
-    if "control" not in summary["arms"] or SELF_BABBLE not in summary:
+#: The controls an arm is compared with, paired, when they were scored: the lever rounds' and the unpaired round's.
+CONTROLS = ("control", "unpaired_control")
+
+
+def choose_same_voice(summary: Dict, control: str = "control", floor: Optional[str] = None) -> Optional[str]:
+    """Round 2's choice against ``control`` by the rule in the module docstring (None: the control stays, and
+    when the control or the same-voice set was not scored). Only arms of the control's kind (paired or
+    unpaired) compete; with ``floor``, an arm's PESQ on ``valid`` must also be within the tolerance of that
+    system's."""
+    if control not in summary["arms"] or SELF_BABBLE not in summary:
         return None
     best, best_gain = None, None
-    base_pesq = summary["valid"]["control"]["pesq"]["mean"]
+    base_pesq = summary["valid"][control]["pesq"]["mean"]
+    if floor is not None:
+        base_pesq = max(base_pesq, summary["valid"][floor]["pesq"]["mean"])
+    key = f"vs_{control}"
     for arm in summary["arms"]:
-        if arm == "control":
+        if arm == control or arm not in summary["valid"][key]:
             continue
-        d = {name: summary[name]["vs_control"][arm]["stoi"] for name in ("valid", "valid_babble", SELF_BABBLE)}
+        d = {name: summary[name][key][arm]["stoi"] for name in ("valid", "valid_babble", SELF_BABBLE)}
         if (summary["valid"][arm]["pesq"]["mean"] < base_pesq - PESQ_TOLERANCE
                 or d[SELF_BABBLE]["mean"] - d[SELF_BABBLE]["ci"] <= 0
                 or any(d[n]["mean"] + d[n]["ci"] < 0 for n in ("valid", "valid_babble"))):
@@ -363,6 +392,14 @@ def choose_same_voice(summary: Dict) -> Optional[str]:
         if best_gain is None or gain > best_gain:
             best, best_gain = arm, gain
     return best
+
+
+def choose_unpaired(summary: Dict) -> Optional[str]:
+    """The unpaired round's choice: round 2's rule against ``unpaired_control``, and ``valid`` PESQ within the
+    tolerance of the packaged `unpaired`'s (scored as ``unpaired`` beside the unpaired arms)."""
+    if "unpaired" not in summary.get("valid", {}):
+        return None
+    return choose_same_voice(summary, control="unpaired_control", floor="unpaired")
 
 
 def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str]) -> Dict:
@@ -374,10 +411,13 @@ def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str])
         s: Dict = {sys_: {m: ci95([r[sys_][f][m] for f in files]) for m in METRICS} for sys_ in r}
         s["vs_default"] = {a: {m: _paired_diff(r[a], r["default"], m) for m in METRICS} for a in arms}
         if "noisy" in r:
-            s["vs_noisy"] = {a: {m: _paired_diff(r[a], r["noisy"], m) for m in METRICS} for a in ["default", *arms]}
-        if "control" in arms:
-            s["vs_control"] = {a: {m: _paired_diff(r[a], r["control"], m) for m in METRICS}
-                               for a in arms if a != "control"}
+            s["vs_noisy"] = {a: {m: _paired_diff(r[a], r["noisy"], m) for m in METRICS} for a in
+                           [x for x in ("default", "unpaired") if x in r] + list(arms)}
+        for ref in CONTROLS:
+            if ref in arms:
+                kind = ARMS[ref][1].get("unpaired", "paired")
+                s[f"vs_{ref}"] = {a: {m: _paired_diff(r[a], r[ref], m) for m in METRICS} for a in arms
+                                  if a != ref and ARMS[a][1].get("unpaired", "paired") == kind}
         snrs = sorted({f["snr"] for f in files.values()}, key=float)
         s["by_snr"] = {snr: {a: {m: _paired_diff({k: v for k, v in r[a].items() if files[k]["snr"] == snr},
                                                  r["default"], m) for m in METRICS} for a in arms}
@@ -385,6 +425,7 @@ def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str])
         out[name] = s
     out["chosen"] = choose(out)
     out["chosen_same_voice"] = choose_same_voice(out)
+    out["chosen_unpaired"] = choose_unpaired(out)
     return out
 
 
@@ -414,17 +455,17 @@ def render(result: Dict) -> str:
         t = s[name]
         lines += [f"## {title}", "", "| system | PESQ | STOI | STOI vs noisy | PESQ vs default | STOI vs default |",
                   "|---|---|---|---|---|---|"]
-        for sys_ in [s_ for s_ in ("noisy", "default") if s_ in t] + list(arms):
+        for sys_ in [s_ for s_ in ("noisy", "default", "unpaired") if s_ in t] + list(arms):
             d = t["vs_default"].get(sys_) if sys_ != "noisy" else None
             n = t.get("vs_noisy", {}).get(sys_)
             lines.append(f"| {sys_} | {_cell(t[sys_]['pesq'], 2)} | {_cell(t[sys_]['stoi'], 3)} | "
                          + (f"{_cell(n['stoi'], 3, True)} | " if n else "| ")
                          + (f"{_cell(d['pesq'], 2, True)} | {_cell(d['stoi'], 3, True)} |" if d else "| |"))
-        if t.get("vs_control"):
-            lines += ["", "Against the control (same steps, no lever):", "",
-                      "| arm | PESQ | STOI |", "|---|---|---|"]
-            lines += [f"| {a} | {_cell(d['pesq'], 2, True)} | {_cell(d['stoi'], 3, True)} |"
-                      for a, d in t["vs_control"].items()]
+        for ref in CONTROLS:
+            if t.get(f"vs_{ref}"):
+                lines += ["", f"Against `{ref}` (same steps, no lever):", "", "| arm | PESQ | STOI |", "|---|---|---|"]
+                lines += [f"| {a} | {_cell(d['pesq'], 2, True)} | {_cell(d['stoi'], 3, True)} |"
+                          for a, d in t[f"vs_{ref}"].items()]
         if t.get("by_snr"):
             lines += ["", "STOI against `default` by SNR:", "", "| arm | " + " | ".join(f"{k} dB" for k in t["by_snr"])
                       + " |", "|---|" + "---|" * len(t["by_snr"])]
@@ -444,6 +485,12 @@ def render(result: Dict) -> str:
                   "whose STOI on `valid` and `valid_babble` is not significantly below the control's. "
                   + (f"**Chosen: `{second}`** ({result['labels'][second]})." if second
                      else "**No arm qualifies: the control stays.**"), ""]
+    if "unpaired_control" in arms and SELF_BABBLE in s:
+        third = s.get("chosen_unpaired")
+        lines += ["The unpaired round: round 2's rule against `unpaired_control`, and PESQ on `valid` within "
+                  f"{PESQ_TOLERANCE} of the packaged `unpaired`'s. "
+                  + (f"**Chosen: `{third}`** ({result['labels'][third]})." if third
+                     else "**No arm qualifies: the packaged `unpaired` stays.**"), ""]
     lines += ["## Arms", ""]
     lines += [f"- `{a}`: {result['labels'][a]}; `cd recipes/VoiceBankDEMAND && {result['commands'][a]}`" for a in arms]
     return "\n".join(lines) + "\n"
@@ -480,6 +527,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     sets = validation_sets(work)
     systems = {"noisy": None, "default": START, **{a: model_dir(work, a) for a in args.arms}}
+    if any(ARMS[a][1].get("unpaired") for a in args.arms):  # the unpaired round's start, as shipped
+        systems = {"noisy": None, "default": START, "unpaired": UNPAIRED, **systems}
     rows: Dict[str, Dict] = {name: {} for name in sets}
     for name, files in sets.items():
         for system, folder in systems.items():
