@@ -262,3 +262,27 @@ def test_clean_pile_is_synthesized_offline(tmp_path):
     stamp = files[0].stat().st_mtime_ns
     assert build_clean_pile(tmp_path / "clean", minutes=0.5, seed=0) == folder  # the same call reuses it
     assert files[0].stat().st_mtime_ns == stamp
+
+
+def test_quiet_console_gives_the_callers_levels_back():
+    """adapt() quiets the console during training only: a Python caller's handlers get their levels back."""
+    import logging
+    import os
+
+    from upcycle_se.adapt import _quiet_console
+
+    root = logging.getLogger()
+    console, logfile = logging.StreamHandler(), logging.FileHandler(os.devnull)
+    console.setLevel(logging.INFO)
+    logfile.setLevel(logging.DEBUG)
+    root.addHandler(console)
+    root.addHandler(logfile)
+    try:
+        restore = _quiet_console()
+        assert console.level == logging.WARNING and logfile.level == logging.DEBUG
+        restore()
+        assert console.level == logging.INFO and logfile.level == logging.DEBUG
+    finally:
+        root.removeHandler(console)
+        root.removeHandler(logfile)
+        logfile.close()

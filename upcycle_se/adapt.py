@@ -34,7 +34,7 @@ import shlex
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -159,52 +159,55 @@ def adapt(noisy_folder: PathLike, out: PathLike, *, from_model: str = DEFAULT_FR
     validate_hparams(hparams, run_opts)
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=hparams_file, overrides=overrides)
-    _quiet_console()
-    run_on_main(prepare_folders, kwargs=prepare_kwargs(hparams))
-    datasets = dataio_prep(hparams)
-    check_batches(len(datasets["train"]), hparams["train_dataloader_opts"])
-    init_generator(hparams["pretrainer"], str(start), preset, modules=hparams["modules"])
-    start_gain = _start_snr_gain(work, hparams["modules"]["gen_n2c"], datasets["valid"], hparams["sample_rate"])
-
-    from upcycle_se.brain import UpCycleBrain
-
-    class AdaptBrain(UpCycleBrain):
-        """The recipe's Brain with a progress bar over the budget and a per-epoch sampler."""
-
-        def on_stage_start(self, stage, epoch=None):
-            super().on_stage_start(stage, epoch)
-            if stage == sb.Stage.TRAIN:
-                sampler.set_epoch(epoch)
-
-        @property
-        def _optimizer_step_limit_exceeded(self):
-            # SpeechBrain's step limit, made a time limit: the epoch stops when the budget is spent (after
-            # at least one step), then it is validated and checkpointed as any other.
-            return self.step > 0 and counter.remaining_s() <= 0
-
-        def fit_batch(self, batch):
-            loss = super().fit_batch(batch)
-            bar.step(float(loss))
-            return loss
-
-        def on_stage_end(self, stage, stage_loss, epoch=None):
-            super().on_stage_end(stage, stage_loss, epoch)
-            if stage == sb.Stage.VALID and hasattr(self, "metrics"):
-                bar.criterion(self.metrics.summarize("average"))
-
-    batch_size = hparams["batch_size"]
-    sampler = ReproducibleRandomSampler(datasets["train"], seed=int(seed), replacement=True,
-                                        num_samples=int(hparams["steps_per_epoch"]) * batch_size)
-    loader_opts = dict(hparams["train_dataloader_opts"], sampler=sampler)
-    counter = hparams["epoch_counter"]
-    brain = AdaptBrain(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
-                       checkpointer=hparams["checkpointer"])
-    bar = _BudgetBar(counter, start_gain, enabled=progress)
+    restore_console = _quiet_console()
     try:
-        brain.fit(epoch_counter=counter, train_set=datasets["train"], valid_set=datasets["valid"],
-                  train_loader_kwargs=loader_opts, valid_loader_kwargs=hparams["valid_dataloader_opts"])
+        run_on_main(prepare_folders, kwargs=prepare_kwargs(hparams))
+        datasets = dataio_prep(hparams)
+        check_batches(len(datasets["train"]), hparams["train_dataloader_opts"])
+        init_generator(hparams["pretrainer"], str(start), preset, modules=hparams["modules"])
+        start_gain = _start_snr_gain(work, hparams["modules"]["gen_n2c"], datasets["valid"], hparams["sample_rate"])
+
+        from upcycle_se.brain import UpCycleBrain
+
+        class AdaptBrain(UpCycleBrain):
+            """The recipe's Brain with a progress bar over the budget and a per-epoch sampler."""
+
+            def on_stage_start(self, stage, epoch=None):
+                super().on_stage_start(stage, epoch)
+                if stage == sb.Stage.TRAIN:
+                    sampler.set_epoch(epoch)
+
+            @property
+            def _optimizer_step_limit_exceeded(self):
+                # SpeechBrain's step limit, made a time limit: the epoch stops when the budget is spent (after
+                # at least one step), then it is validated and checkpointed as any other.
+                return self.step > 0 and counter.remaining_s() <= 0
+
+            def fit_batch(self, batch):
+                loss = super().fit_batch(batch)
+                bar.step(float(loss))
+                return loss
+
+            def on_stage_end(self, stage, stage_loss, epoch=None):
+                super().on_stage_end(stage, stage_loss, epoch)
+                if stage == sb.Stage.VALID and hasattr(self, "metrics"):
+                    bar.criterion(self.metrics.summarize("average"))
+
+        batch_size = hparams["batch_size"]
+        sampler = ReproducibleRandomSampler(datasets["train"], seed=int(seed), replacement=True,
+                                            num_samples=int(hparams["steps_per_epoch"]) * batch_size)
+        loader_opts = dict(hparams["train_dataloader_opts"], sampler=sampler)
+        counter = hparams["epoch_counter"]
+        brain = AdaptBrain(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+                           checkpointer=hparams["checkpointer"])
+        bar = _BudgetBar(counter, start_gain, enabled=progress)
+        try:
+            brain.fit(epoch_counter=counter, train_set=datasets["train"], valid_set=datasets["valid"],
+                      train_loader_kwargs=loader_opts, valid_loader_kwargs=hparams["valid_dataloader_opts"])
+        finally:
+            bar.close()
     finally:
-        bar.close()
+        restore_console()
 
     # 4. export the checkpoint chosen without a reference
     info = export_model(hparams["output_folder"], out, ckpt_key="snr_gain", overwrite=overwrite)
@@ -447,11 +450,23 @@ def _training_precision(precision: str) -> str:
     return "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
-def _quiet_console() -> None:
-    """SpeechBrain logs every epoch to the console; the progress bar says it better. The log file keeps all."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.WARNING)
+def _quiet_console() -> Callable[[], None]:
+    """SpeechBrain logs every epoch to the console; the progress bar says it better. The log file keeps all.
+
+    Returns the function that gives the console handlers their levels back, so that a Python caller's
+    logging is as it was once :func:`adapt` returns or fails.
+    """
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in handlers]
+    for handler in handlers:
+        handler.setLevel(logging.WARNING)
+
+    def restore() -> None:
+        for handler, level in zip(handlers, levels):
+            handler.setLevel(level)
+
+    return restore
 
 
 def _positive(name: str, value: float) -> float:
