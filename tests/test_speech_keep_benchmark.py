@@ -131,7 +131,8 @@ def test_self_babble_training_corpus_changes_every_second_file_and_never_the_sou
 
     out = sk.build_self_babble_corpus(tmp_path, log=lambda m: None)
     assert {p.name: p.read_bytes() for p in (src / "noisy_trainset_wav").iterdir()} == before
-    log = dict((ln.split()[0], ln.split()[1:]) for ln in (out / "logfiles" / "log_trainset.txt").read_text().splitlines())
+    lines = (out / "logfiles" / "log_trainset.txt").read_text().splitlines()
+    log = dict((ln.split()[0], ln.split()[1:]) for ln in lines)
     assert [uid for uid, (noise, _) in sorted(log.items()) if noise == "self_babble"] == \
         ["p225_001", "p225_003", "p226_001", "p226_003"]
     for uid in ("p225_002", "p226_004"):  # untouched: the same file, linked
@@ -145,7 +146,8 @@ def test_self_babble_training_corpus_changes_every_second_file_and_never_the_sou
     # a quarter share: only each speaker's first of its four files, in its own folder; the source still untouched
     quarter = sk.build_self_babble_corpus(tmp_path, log=lambda m: None, every=4)
     assert quarter == tmp_path / "selfbabble4" / "corpus"
-    log = dict((ln.split()[0], ln.split()[1]) for ln in (quarter / "logfiles" / "log_trainset.txt").read_text().splitlines())
+    lines = (quarter / "logfiles" / "log_trainset.txt").read_text().splitlines()
+    log = dict((ln.split()[0], ln.split()[1]) for ln in lines)
     assert [uid for uid, noise in sorted(log.items()) if noise == "self_babble"] == ["p225_001", "p226_001"]
     assert (quarter / "noisy_trainset_wav" / "p225_003.wav").samefile(src / "noisy_trainset_wav" / "p225_003.wav")
     assert {p.name: p.read_bytes() for p in (src / "noisy_trainset_wav").iterdir()} == before
