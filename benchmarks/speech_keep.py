@@ -59,7 +59,8 @@ and ``valid_selfbabble``; none (the control stays) when no arm qualifies. The un
 rule with ``unpaired_control`` as the control, and an arm must also keep ``valid`` PESQ within 0.02 of the
 packaged `unpaired`'s to replace it (:func:`choose_unpaired`).
 
-Writes ``--json`` (per-file rows, summaries, choice, commands, machine) and ``--table`` (markdown). The real-voice sets are then scored by ``benchmarks/stoi_loss.py --model``.
+Writes ``--json`` (per-file rows, summaries, choice, commands, machine) and ``--table`` (markdown). The
+real-voice sets are then scored by ``benchmarks/stoi_loss.py --model``.
 
 The corpora are synthetic (flite / espeak-ng / Piper voices): none of these are VoiceBank-DEMAND scores.
 Reruns are idempotent: corpora, manifests, trainings (train.py resumes from its checkpoints), exports and
@@ -153,7 +154,8 @@ def corpus_root(work: Path, folder: str) -> Path:
 def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 2) -> Path:
     """The ``selfbabble`` arm's training corpus (``selfbabble4``'s with ``every=4``): the main corpus with every
     ``every``-th training file's noise (per speaker, from its first) replaced by babble of its own speaker's
-    other training utterances (:func:`build_self_babble`'s recipe: 4-7 warped talkers, :func:`upcycle_se.corpus.realvoice.real_babble`) at that file's SNR.
+    other training utterances (:func:`build_self_babble`'s recipe: 4-7 warped talkers,
+    :func:`upcycle_se.corpus.realvoice.real_babble`) at that file's SNR.
 
     Every other file is hard-linked from ``work/corpus``; the changed files and the log are written anew, and
     ``corpus_info.json`` last, so an interrupted build is redone. Returns the corpus folder.
