@@ -94,6 +94,7 @@ START = REPO / "benchmarks" / "starts" / "base_compressed"
 UNPAIRED = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses_long"
 #: The packaged `unpaired`'s own setting (its card), 2 + 1 epochs from it: overrides `TRAIN_OPTIONS`.
 UNPAIRED_OPTIONS = {"unpaired": "shuffle", "loss_type": "gan", "lr": "0.0005", "n_epochs": "2", "n_epochs_decay": "1",
+                    "spectral_compress": "1.0",  # the paired arms' compressed spectra: not part of its setting
                     **_unpaired_ft(UNPAIRED, remix_weight="40", ema_decay="0.998", remix_noise="pauses")}
 RECIPE = REPO / "recipes" / "VoiceBankDEMAND"
 ATTENUATION_DB = 20.0

@@ -202,7 +202,8 @@ def test_round_two_arms_differ_from_selfbabble_in_one_lever(tmp_path):
 def test_unpaired_round_trains_the_packaged_unpaired_on_and_differs_in_the_data_only(tmp_path):
     control = sk.train_command("unpaired_control", tmp_path, True)
     for option in ("--unpaired=shuffle", "--loss_type=gan", f"--init_from={sk.UNPAIRED}", "--remix_weight=40",
-                   "--remix_noise=pauses", "--ema_decay=0.998", "--n_epochs=2", "--n_epochs_decay=1", "--lr=0.0005"):
+                   "--remix_noise=pauses", "--ema_decay=0.998", "--n_epochs=2", "--n_epochs_decay=1", "--lr=0.0005",
+                   "--spectral_compress=1.0"):
         assert option in control, option
     assert not any(o.startswith("--init_from") and o != f"--init_from={sk.UNPAIRED}" for o in control)
     assert (sk.UNPAIRED / "generator.ckpt").is_file()
