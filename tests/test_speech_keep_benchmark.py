@@ -48,8 +48,10 @@ def test_arms_differ_from_the_control_in_one_lever_only(tmp_path):
     assert set(sk.train_command("sisdr", tmp_path, True)) ^ base == {
         "--sisdr_weight=0.01", f"--output_folder={tmp_path / 'runs' / 'sisdr'}",
         f"--output_folder={tmp_path / 'runs' / 'control'}"}
-    # the long run trains on from the control arm's exported model
-    assert f"--init_from={tmp_path / 'models' / 'control'}" in sk.train_command("long", tmp_path, True)
+    # the long run trains round 2's choice on from its exported model, with its data and its loss
+    long = sk.train_command("long", tmp_path, True)
+    assert f"--init_from={tmp_path / 'models' / 'selfbabble_sisdr'}" in long and "--sisdr_weight=0.01" in long
+    assert f"--data_folder={tmp_path / 'selfbabble' / 'corpus'}" in long
     babble = set(sk.train_command("babble", tmp_path, True)) ^ base
     assert f"--data_folder={tmp_path / 'babble' / 'corpus'}" in babble
     assert f"--init_from={sk.START}" in base and "--precision=bf16" in base
