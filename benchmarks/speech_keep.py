@@ -27,12 +27,12 @@ Round 2 (``--arms control selfbabble selfbabble4 selfbabble_sisdr``), the same s
 - ``selfbabble4``: every fourth training file in same-voice babble (half ``selfbabble``'s share, for its PESQ cost);
 - ``selfbabble_sisdr``: ``selfbabble`` with the SI-SDR term of ``sisdr`` (which bought +0.07 PESQ on ``valid``).
 
-The unpaired round (``--arms unpaired_control unpaired_selfbabble``): the packaged `unpaired`
-(``upcycle_se/pretrained/base_unpaired_pauses_long``) trained on with its own setting (``--unpaired=shuffle
---loss_type=gan``, remix weight 40 with noise mined from pauses, EMA 0.998, lr 5e-4, 2 + 1 epochs: 900 steps)
-on the main corpus (``unpaired_control``) and on ``selfbabble``'s (``unpaired_selfbabble``: the noisy pile has
-same-voice babble; no clean reference is seen in either). The SI-SDR term needs clean references, so it has no
-unpaired arm.
+The unpaired round (``--arms unpaired_control unpaired_selfbabble``): the packaged `unpaired` of the time
+(``base_unpaired_pauses_long``, now in ``benchmarks/starts/``) trained on with its own setting
+(``--unpaired=shuffle --loss_type=gan``, remix weight 40 with noise mined from pauses, EMA 0.998, lr 5e-4, 2 + 1
+epochs: 900 steps) on the main corpus (``unpaired_control``) and on ``selfbabble``'s (``unpaired_selfbabble``: the
+noisy pile has same-voice babble; no clean reference is seen in either). The SI-SDR term needs clean
+references, so it has no unpaired arm.
 
 Choice, on validation data only (never on a set that is reported):
 
@@ -90,8 +90,8 @@ from benchmarks.stoi_loss import _write_json_atomic  # noqa: E402
 
 DEFAULT_WORK = Path("/work/runs/stoi")
 START = REPO / "benchmarks" / "starts" / "base_compressed"
-#: The unpaired round's start: the packaged `unpaired`.
-UNPAIRED = REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses_long"
+#: The unpaired round's start: the packaged `unpaired` until the round replaced it.
+UNPAIRED = REPO / "benchmarks" / "starts" / "base_unpaired_pauses_long"
 #: The packaged `unpaired`'s own setting (its card), 2 + 1 epochs from it: overrides `TRAIN_OPTIONS`.
 UNPAIRED_OPTIONS = {"unpaired": "shuffle", "loss_type": "gan", "lr": "0.0005", "n_epochs": "2", "n_epochs_decay": "1",
                     "spectral_compress": "1.0",  # the paired arms' compressed spectra: not part of its setting

@@ -192,7 +192,7 @@ def test_start_models_are_recognised():
 
 def test_adapt_settings_are_those_of_the_unpaired_model():
     """adapt.yaml trains with the options the packaged `unpaired` model's card names (its last stage)."""
-    card = (REPO / "upcycle_se" / "pretrained" / "base_unpaired_pauses_long" / "MODEL.md").read_text()
+    card = (REPO / "upcycle_se" / "pretrained" / "base_unpaired_selfbabble" / "MODEL.md").read_text()
     with open(adapt_hparams_file(), encoding="utf-8") as fin:
         text = fin.read()
     values = {k: v for k, v in (re.match(r"^(\w+): ([^#\n]+?)\s*(#.*)?$", line).groups()[:2]
