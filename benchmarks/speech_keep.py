@@ -86,7 +86,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/speech_keep.py` from anywher
     sys.path.insert(0, str(REPO))
 
 from benchmarks.quality import Budget, _paired_diff, _unpaired_ft, ci95, machine_info, prepare  # noqa: E402
-from benchmarks.stoi_loss import _write_json_atomic  # noqa: E402
+from benchmarks.stoi_loss import _model_key, _write_json_atomic  # noqa: E402
 
 DEFAULT_WORK = Path("/work/runs/stoi")
 START = REPO / "benchmarks" / "starts" / "base_compressed"
@@ -328,11 +328,14 @@ def validation_sets(work: Path) -> Dict[str, Dict[str, Dict[str, str]]]:
 
 def score(system: str, folder: Optional[Path], files: Dict[str, Dict[str, str]], cache: Path, log=print) -> Dict:
     """Per-file PESQ / STOI of the model folder (fp32, whole files, its 20 dB limit; None: the noisy input
-    itself); cached per file."""
+    itself); cached per file, keyed by the model files' hash (``stoi_loss._model_key``), so a model exported
+    again under the same name is scored again."""
     from upcycle_se.audio import load_mono
     from upcycle_se.metrics.stats import score_pair
 
-    rows = json.loads(cache.read_text())["rows"] if cache.is_file() else {}
+    key = _model_key(folder)
+    saved = json.loads(cache.read_text()) if cache.is_file() else {}
+    rows = saved.get("rows", {}) if saved.get("model_key") == key else {}
     rows = {k: v for k, v in rows.items() if k in files}
     todo = [k for k in files if k not in rows]
     if not todo:
@@ -351,7 +354,7 @@ def score(system: str, folder: Optional[Path], files: Dict[str, Dict[str, str]],
         out = np.clip(enhance(noisy, SAMPLE_RATE).numpy().astype(np.float64), -1, 1)
         rows[uid] = {m: float(v) for m, v in score_pair(clean, out, METRICS).items()}
         if (i + 1) % 16 == 0 or i + 1 == len(todo):
-            _write_json_atomic(cache, {"system": system, "model": str(folder), "rows": rows})
+            _write_json_atomic(cache, {"system": system, "model": str(folder), "model_key": key, "rows": rows})
             log(f"{cache.parent.name} {system}: {i + 1}/{len(todo)}")
     return rows
 

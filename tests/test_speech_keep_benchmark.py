@@ -241,3 +241,38 @@ def test_each_arm_is_compared_with_the_control_of_its_own_kind():
     assert abs(d["mean"] - (0.02 + 0.002 * 4.5)) < 1e-9
     # round 1 (validation babble STOI over `default`) only ever picks a paired arm
     assert summary["chosen"] == "sisdr"
+
+
+def test_scores_are_cached_per_model_and_scored_again_for_another(tmp_path):
+    """A cached row is reused only for the same model files: a folder exported again under the same system
+    name (another hash) is scored again, not read from the old rows."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from upcycle_se.inference import packaged_model_dir
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for i in range(2):
+        t = np.arange(24000) / 16000
+        voiced = sum(np.sin(2 * np.pi * k * (150 + 40 * i) * t) / k for k in range(1, 6))
+        clean = 0.1 * voiced * (np.sin(2 * np.pi * 3 * t) > 0)
+        sf.write(tmp_path / f"c{i}.wav", clean, 16000)
+        sf.write(tmp_path / f"n{i}.wav", clean + 0.02 * rng.standard_normal(t.size), 16000)
+        files[f"f{i}"] = {"noisy": str(tmp_path / f"n{i}.wav"), "clean": str(tmp_path / f"c{i}.wav")}
+    model, cache = packaged_model_dir("small"), tmp_path / "scores" / "small.json"
+    first = sk.score("small", model, files, cache, log=lambda m: None)
+    assert set(first) == {"f0", "f1"} and all(np.isfinite(r["pesq"]) and 0 < r["stoi"] <= 1 for r in first.values())
+    saved = json.loads(cache.read_text())
+    assert saved["model_key"] == sk._model_key(model)
+    # the same model: the cached rows are returned as they are (marked here to tell them apart)
+    saved["rows"]["f0"]["pesq"] = -1.0
+    cache.write_text(json.dumps(saved))
+    assert sk.score("small", model, files, cache, log=lambda m: None)["f0"]["pesq"] == -1.0
+    # another model's rows under the same name: discarded and scored again
+    saved["model_key"] = "another export"
+    cache.write_text(json.dumps(saved))
+    again = sk.score("small", model, files, cache, log=lambda m: None)
+    assert again["f0"]["pesq"] == first["f0"]["pesq"]
