@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attenuation limit: no time-frequency bin is attenuated by more than DB dB (a floor "
                              "of 10^(-DB/20) on the mask gain, as DeepFilterNet's); keeps more residual noise and "
                              "more of the speech; 'none': no limit (default: the model's own, 20 dB for the "
-                             "packaged default model, none for the others)")
+                             "packaged default and unpaired models, none for small)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="chunks (times channels) per forward pass (default: the model's, 4)")
     parser.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
