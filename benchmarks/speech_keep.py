@@ -364,7 +364,7 @@ def choose(summary: Dict) -> Optional[str]:
     best, best_gain = None, 0.0
     base_pesq = summary["valid"]["default"]["pesq"]["mean"]
     for arm in summary["arms"]:
-        if ARMS.get(arm, ("", {}))[1].get("unpaired"):  # the unpaired round has its own rule
+        if ARMS[arm][1].get("unpaired"):  # the unpaired round has its own rule
             continue
         gain = summary["valid_babble"]["vs_default"][arm]["stoi"]
         if summary["valid"][arm]["pesq"]["mean"] < base_pesq - PESQ_TOLERANCE or gain["mean"] - gain["ci"] <= 0:
