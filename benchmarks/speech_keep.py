@@ -34,6 +34,15 @@ epochs: 900 steps) on the main corpus (``unpaired_control``) and on ``selfbabble
 noisy pile has same-voice babble; no clean reference is seen in either). The SI-SDR term needs clean
 references, so it has no unpaired arm.
 
+Round 3 (``--arms selfbabble_sisdr selfbabble_add long``), for the PESQ that round 2's choice paid on clicks:
+
+- ``selfbabble_add``: ``selfbabble_sisdr``'s same-voice babble files *added* beside every broad-noise file of the
+  main corpus (1,800 files instead of 1,200; 3 + 1 epochs of 450 steps, the same 1,800 steps), SI-SDR 0.01;
+- ``long``: round 2's choice trained on from it for 7,200 more steps (its data and loss);
+- a fourth validation set, ``valid_heldout`` (:data:`VALID_HELDOUT`): noise families no training corpus has
+  (clicks, pink, ALSA's recorded noise; the synthetic test set's families, other seed), where the clicks cost
+  of round 2 would have shown.
+
 Choice, on validation data only (never on a set that is reported):
 
 - ``valid``: the 80 validation files of the training corpus (2 held-out speakers, ``broad`` noise);
@@ -59,6 +68,12 @@ and ``valid_selfbabble``; none (the control stays) when no arm qualifies. The un
 rule with ``unpaired_control`` as the control, and an arm must also keep ``valid`` PESQ within 0.02 of the
 packaged `unpaired`'s to replace it (:func:`choose_unpaired`).
 
+Round 3's rule (:func:`choose_round3`, fixed before its arms were scored) asks whether an arm should replace
+``selfbabble_sisdr`` (packaged as `default` since round 2): among the arms whose PESQ on ``valid`` and
+``valid_heldout`` and whose STOI on all four validation sets are not significantly below its (95 % CI of the
+paired difference reaching 0), and whose PESQ gain is significant on at least one of ``valid`` and
+``valid_heldout``, the one with the largest mean of the two mean PESQ gains (above 0); none: it stays.
+
 Writes ``--json`` (per-file rows, summaries, choice, commands, machine) and ``--table`` (markdown). The
 real-voice sets are then scored by ``benchmarks/stoi_loss.py --model``.
 
@@ -75,7 +90,8 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -121,6 +137,10 @@ ARMS: Dict[str, tuple] = {
     # the long run: the chosen arm's setting trained on from the chosen arm for 16 + 8 more epochs (7,200 steps).
     # Round 2 chose selfbabble_sisdr; the long run of round 1's choice (the control) was stopped at 1,500 steps
     # when round 2 replaced its setting (its folder is kept as runs/long_control, never scored).
+    "selfbabble_add": ("selfbabble_add", {"sisdr_weight": "0.01", "n_epochs": "3", "n_epochs_decay": "1"},
+                       "selfbabble_sisdr's same-voice babble files *added* to the main corpus's broad-noise files "
+                       "(1,800 files: every clean file keeps its broad mixture), SI-SDR 0.01; 3 + 1 epochs of 450 "
+                       "steps, the same 1,800 steps (round 3)"),
     "long": ("selfbabble", {"init_from": "{models}/selfbabble_sisdr", "sisdr_weight": "0.01", "n_epochs": "16",
                             "n_epochs_decay": "8"},
              "the chosen setting (selfbabble_sisdr) trained on from that arm for 7,200 more steps"),
@@ -129,6 +149,8 @@ ARMS: Dict[str, tuple] = {
 LEVER_ARMS = ("control", "sisdr", "babble")
 #: The same-voice babble corpora: folder -> every how many training files of a speaker get same-voice babble.
 SELF_BABBLE_SHARES = {"selfbabble": 2, "selfbabble4": 4}
+#: The same-voice babble corpora whose babble files are added beside the broad ones: folder -> every how many.
+SELF_BABBLE_EXTRA = {"selfbabble_add": 2}
 #: The training corpora: folder -> build-corpus arguments (the work folder's ``<folder>/corpus``; ``main``
 #: is the work folder itself, as ``benchmarks.quality.prepare`` expects).
 CORPORA = {
@@ -138,6 +160,13 @@ CORPORA = {
 VALID_BABBLE = ["--preset", "small", "--seed", "1", "--train-speakers", "2", "--utts", "2", "--test-speakers", "4",
                 "--test-utts", "24", "--train-noises", "white", "--test-noises", "babble_many,cafe",
                 "--test-snrs", "0,2.5,5,7.5"]
+#: Round 3's validation set of noise families no training corpus has (the synthetic test set's clicks, pink and
+#: ALSA's recorded noise; other seed, so other sentences, warps and noise draws): where round 2's PESQ cost on
+#: clicks showed only on reported sets. 72 files, 4 speakers, 0-15 dB.
+HELDOUT = "valid_heldout"
+VALID_HELDOUT = ["--preset", "small", "--seed", "2", "--train-speakers", "2", "--utts", "2", "--test-speakers", "4",
+                 "--test-utts", "18", "--train-noises", "white", "--test-noises", "clicks,pink,alsa",
+                 "--test-snrs", "0,5,10,15"]
 TRAIN_OPTIONS = {"unpaired": "paired", "loss_type": "l1", "mask_type": "complex", "device": "cpu", "n_jobs": "1",
                  "n_epochs": "4", "n_epochs_decay": "2", "batch_size": "4", "crop_samples": "16000", "lr": "0.0002",
                  "ckpt_interval_minutes": "10", "generator_preset": "base", "init_from": str(START),
@@ -155,11 +184,15 @@ def corpus_root(work: Path, folder: str) -> Path:
     return work if folder == "main" else work / folder
 
 
-def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 2) -> Path:
+def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 2, extra: bool = False) -> Path:
     """The ``selfbabble`` arm's training corpus (``selfbabble4``'s with ``every=4``): the main corpus with every
     ``every``-th training file's noise (per speaker, from its first) replaced by babble of its own speaker's
     other training utterances (:func:`build_self_babble`'s recipe: 4-7 warped talkers,
     :func:`upcycle_se.corpus.realvoice.real_babble`) at that file's SNR.
+
+    With ``extra`` (``selfbabble_add``'s corpus), the babble files are added under new ids (``p226_001`` ->
+    ``p226_001x``, clean file hard-linked) and every broad-noise file stays: the same babble draws as the
+    replacing corpus of the same ``every``.
 
     Every other file is hard-linked from ``work/corpus``; the changed files and the log are written anew, and
     ``corpus_info.json`` last, so an interrupted build is redone. Returns the corpus folder.
@@ -169,7 +202,7 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 
     from upcycle_se.corpus.build import read_log
     from upcycle_se.corpus.realvoice import babble_pool, real_babble
 
-    folder = {v: k for k, v in SELF_BABBLE_SHARES.items()}[every]
+    folder = {v: k for k, v in (SELF_BABBLE_EXTRA if extra else SELF_BABBLE_SHARES).items()}[every]
     src, out = work / "corpus", corpus_root(work, folder) / "corpus"
     if (out / "corpus_info.json").is_file():
         return out
@@ -196,16 +229,23 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 
             babble, _ = real_babble(len(clips[uid]), SAMPLE_RATE, np.random.default_rng([seed, k, i]), pool)
             # the clean file stays as it is (shared): no joint rescaling, the mixture is clipped at full scale
             _, noisy = N.mix_at_snr(clips[uid], babble, entries[uid][1], SAMPLE_RATE, peak=float("inf"))
-            dst = out / "noisy_trainset_wav" / f"{uid}.wav"
-            dst.unlink()  # a hard link: never write through it into the main corpus
+            new = f"{uid}x" if extra else uid
+            dst = out / "noisy_trainset_wav" / f"{new}.wav"
+            if extra:
+                clean_dst = out / "clean_trainset_wav" / f"{new}.wav"
+                if not clean_dst.exists():
+                    os.link(clean_dir / f"{uid}.wav", clean_dst)
+            if dst.exists():
+                dst.unlink()  # a hard link: never write through it into the main corpus
             write_audio_atomic(dst, np.clip(noisy, -1.0, 1.0), SAMPLE_RATE)
-            lines[uid] = f"{uid} self_babble {entries[uid][1]}"
+            lines[new] = f"{new} self_babble {entries[uid][1]}"
         log(f"{folder} corpus: speaker {k + 1}/{len(by_speaker)}")
     dst_log = out / "logfiles" / "log_trainset.txt"
     dst_log.unlink()
     dst_log.write_text("\n".join(lines[u] for u in sorted(lines)) + "\n")
     info = json.loads((src / "corpus_info.json").read_text())
-    info["derived"] = f"speech_keep {folder}: every {every}-th training file of each speaker in same-voice babble"
+    info["derived"] = (f"speech_keep {folder}: every {every}-th training file of each speaker in same-voice babble"
+                       + (", added beside its broad-noise file" if extra else ""))
     tmp = out / "corpus_info.json.tmp"
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, out / "corpus_info.json")
@@ -214,16 +254,18 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 
 
 def build_data(work: Path, log=print) -> None:
     """Builds (or reuses) the training corpora and the babble validation set, and their manifests."""
-    for folder, args in {**CORPORA, "valid_babble": VALID_BABBLE}.items():
-        out = work / "valid_babble" if folder == "valid_babble" else corpus_root(work, folder) / "corpus"
+    valid = {"valid_babble": VALID_BABBLE, HELDOUT: VALID_HELDOUT}
+    for folder, args in {**CORPORA, **valid}.items():
+        out = work / folder if folder in valid else corpus_root(work, folder) / "corpus"
         if not (out / "corpus_info.json").is_file():
             log(f"building {out}")
             subprocess.run(_cli("build-corpus", str(out), *args, "--no-progress"), check=True, cwd=REPO)
-        if folder != "valid_babble":
+        if folder not in valid:
             prepare(corpus_root(work, folder), BUDGET, log)
-    for folder, every in SELF_BABBLE_SHARES.items():  # derived from the main corpus
-        build_self_babble_corpus(work, log=log, every=every)
-        prepare(corpus_root(work, folder), BUDGET, log)
+    for shares, extra in ((SELF_BABBLE_SHARES, False), (SELF_BABBLE_EXTRA, True)):  # derived from the main corpus
+        for folder, every in shares.items():
+            build_self_babble_corpus(work, log=log, every=every, extra=extra)
+            prepare(corpus_root(work, folder), BUDGET, log)
 
 
 def train_command(arm: str, work: Path, bf16: bool) -> List[str]:
@@ -317,12 +359,13 @@ def validation_sets(work: Path) -> Dict[str, Dict[str, Dict[str, str]]]:
     sets["valid_babble"] = {uid: {"noisy": str(root / "noisy_testset_wav" / f"{uid}.wav"),
                                   "clean": str(root / "clean_testset_wav" / f"{uid}.wav"),
                                   "family": noise, "snr": str(snr)} for uid, (noise, snr) in sorted(log.items())}
-    root = work / SELF_BABBLE
-    if (root / "logfiles" / "log_testset.txt").is_file():
-        log = read_log(root / "logfiles" / "log_testset.txt")
-        sets[SELF_BABBLE] = {uid: {"noisy": str(root / "noisy_testset_wav" / f"{uid}.wav"),
-                                   "clean": str(root / "clean_testset_wav" / f"{uid}.wav"),
-                                   "family": noise, "snr": str(snr)} for uid, (noise, snr) in sorted(log.items())}
+    for name in (SELF_BABBLE, HELDOUT):
+        root = work / name
+        if (root / "logfiles" / "log_testset.txt").is_file():
+            log = read_log(root / "logfiles" / "log_testset.txt")
+            sets[name] = {uid: {"noisy": str(root / "noisy_testset_wav" / f"{uid}.wav"),
+                                "clean": str(root / "clean_testset_wav" / f"{uid}.wav"),
+                                "family": noise, "snr": str(snr)} for uid, (noise, snr) in sorted(log.items())}
     return sets
 
 
@@ -375,7 +418,11 @@ def choose(summary: Dict) -> Optional[str]:
 
 
 #: The controls an arm is compared with, paired, when they were scored: the lever rounds' and the unpaired round's.
-CONTROLS = ("control", "unpaired_control")
+CONTROLS = ("control", "unpaired_control", "selfbabble_sisdr")
+#: Round 3's incumbent (the packaged `default` since round 2) and the sets its rule reads.
+INCUMBENT = "selfbabble_sisdr"
+ROUND3_PESQ_SETS = ("valid", HELDOUT)
+ROUND3_STOI_SETS = ("valid", "valid_babble", SELF_BABBLE, HELDOUT)
 
 
 def choose_same_voice(summary: Dict, control: str = "control", floor: Optional[str] = None) -> Optional[str]:
@@ -412,6 +459,32 @@ def choose_unpaired(summary: Dict) -> Optional[str]:
     return choose_same_voice(summary, control="unpaired_control", floor="unpaired")
 
 
+def choose_round3(summary: Dict) -> Optional[str]:
+    """Round 3's choice against the incumbent `default` (``selfbabble_sisdr``), fixed before its arms were
+    scored: among the other paired arms whose PESQ on ``valid`` and ``valid_heldout`` and whose STOI on every
+    validation set is not significantly below the incumbent's (95 % CI of the paired difference reaching 0),
+    and whose PESQ gain is significant (CI above 0) on at least one of ``valid`` and ``valid_heldout``, the one
+    with the largest mean of its two mean PESQ gains, when that mean is above 0. None: the incumbent stays (and
+    when the incumbent or ``valid_heldout`` was not scored)."""
+    if INCUMBENT not in summary["arms"] or HELDOUT not in summary:
+        return None
+    key = f"vs_{INCUMBENT}"
+    best, best_gain = None, 0.0
+    for arm in summary["arms"]:
+        if arm == INCUMBENT or arm not in summary["valid"].get(key, {}):
+            continue
+        pesq = {n: summary[n][key][arm]["pesq"] for n in ROUND3_PESQ_SETS}
+        stoi = {n: summary[n][key][arm]["stoi"] for n in ROUND3_STOI_SETS}
+        if any(d["mean"] + d["ci"] < 0 for d in [*pesq.values(), *stoi.values()]):
+            continue
+        if not any(d["mean"] - d["ci"] > 0 for d in pesq.values()):
+            continue
+        gain = float(np.mean([d["mean"] for d in pesq.values()]))
+        if gain > best_gain:
+            best, best_gain = arm, gain
+    return best
+
+
 def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str]) -> Dict:
     """Means with 95 % CIs per set and system, and paired differences against `default` and the control,
     overall and (valid_babble) per SNR."""
@@ -432,10 +505,16 @@ def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str])
         s["by_snr"] = {snr: {a: {m: _paired_diff({k: v for k, v in r[a].items() if files[k]["snr"] == snr},
                                                  r["default"], m) for m in METRICS} for a in arms}
                        for snr in snrs} if name in ("valid_babble", SELF_BABBLE) else {}
+        if name == HELDOUT and INCUMBENT in arms:  # where round 2's PESQ cost was: per family, against the incumbent
+            families = sorted({f["family"] for f in files.values()})
+            s["by_family"] = {fam: {a: {m: _paired_diff({k: v for k, v in r[a].items() if files[k]["family"] == fam},
+                                                        r[INCUMBENT], m) for m in METRICS}
+                                    for a in arms if a != INCUMBENT} for fam in families}
         out[name] = s
     out["chosen"] = choose(out)
     out["chosen_same_voice"] = choose_same_voice(out)
     out["chosen_unpaired"] = choose_unpaired(out)
+    out["chosen_round3"] = choose_round3(out)
     return out
 
 
@@ -461,7 +540,9 @@ def render(result: Dict) -> str:
                                          "at 0-7.5 dB"),
                         (SELF_BABBLE, f"`{SELF_BABBLE}` (not used by round 1's choice; round 2's rule uses "
                                       "it): valid_babble's clean files in babble of their own speaker's other "
-                                      "files, warped, at the same SNRs")):
+                                      "files, warped, at the same SNRs"),
+                        (HELDOUT, f"`{HELDOUT}` (round 3): 72 files, 4 other speakers, noise families no training "
+                                  "corpus has (clicks, pink, ALSA's recorded noise) at 0-15 dB")):
         if name not in s:
             continue
         t = s[name]
@@ -483,6 +564,13 @@ def render(result: Dict) -> str:
                       + " |", "|---|" + "---|" * len(t["by_snr"])]
             lines += [f"| {a} | " + " | ".join(_cell(t["by_snr"][k][a]["stoi"], 3, True) for k in t["by_snr"]) + " |"
                       for a in arms]
+        if t.get("by_family"):
+            fams = list(t["by_family"])
+            lines += ["", f"PESQ / STOI against `{INCUMBENT}` by noise family:", "",
+                      "| arm | " + " | ".join(fams) + " |", "|---|" + "---|" * len(fams)]
+            lines += [f"| {a} | " + " | ".join(f"{_cell(t['by_family'][f][a]['pesq'], 2, True)} / "
+                                               f"{_cell(t['by_family'][f][a]['stoi'], 3, True)}" for f in fams) + " |"
+                      for a in next(iter(t["by_family"].values()))]
         lines.append("")
     chosen = s["chosen"]
     lines += ["## Choice", "",
@@ -503,9 +591,22 @@ def render(result: Dict) -> str:
                   f"{PESQ_TOLERANCE} of the packaged `unpaired`'s. "
                   + (f"**Chosen: `{third}`** ({result['labels'][third]})." if third
                      else "**No arm qualifies: the packaged `unpaired` stays.**"), ""]
+    if INCUMBENT in arms and HELDOUT in s and "chosen_round3" in s:
+        fourth = s.get("chosen_round3")
+        lines += [f"Round 3's rule, against `{INCUMBENT}` (packaged as `default` since round 2): among arms whose PESQ "
+                  f"on `valid` and `{HELDOUT}` and whose STOI on every validation set are not significantly below "
+                  f"its, and whose PESQ gain is significant on at least one of `valid` and `{HELDOUT}`, the largest "
+                  "mean of the two PESQ gains (above 0). "
+                  + (f"**Chosen: `{fourth}`** ({result['labels'][fourth]})." if fourth
+                     else f"**No arm qualifies: `{INCUMBENT}` stays.**"), ""]
     lines += ["## Arms", ""]
     lines += [f"- `{a}`: {result['labels'][a]}; `cd recipes/VoiceBankDEMAND && {result['commands'][a]}`" for a in arms]
     return "\n".join(lines) + "\n"
+
+
+def _stamp(msg: str) -> None:
+    """A log line with the time (a module function: the scoring processes get it pickled)."""
+    print(f"[{_dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -514,6 +615,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--arms", nargs="+", default=list(LEVER_ARMS), choices=list(ARMS),
                         help=f"default: {' '.join(LEVER_ARMS)}; `selfbabble` and `long` after them, with --parallel 1")
     parser.add_argument("--parallel", type=int, default=2, help="trainings side by side (one thread each)")
+    parser.add_argument("--score-jobs", type=int, default=2, help="scoring processes side by side (one thread each)")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "speech_keep.json")
     parser.add_argument("--table", type=Path, default=REPO / "benchmarks" / "speech_keep.txt")
     group = parser.add_mutually_exclusive_group()
@@ -527,7 +629,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from upcycle_se.models.runtime import cpu_has_bf16
 
     work, bf16 = args.work, cpu_has_bf16()
-    stamp = lambda msg: print(f"[{_dt.datetime.now():%H:%M:%S}] {msg}", flush=True)  # noqa: E731
+    stamp = _stamp
     t0 = time.perf_counter()
     build_data(work, stamp)
     build_self_babble(work)
@@ -542,9 +644,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if any(ARMS[a][1].get("unpaired") for a in args.arms):  # the unpaired round's start, as shipped
         systems = {"noisy": None, "default": START, "unpaired": UNPAIRED, **systems}
     rows: Dict[str, Dict] = {name: {} for name in sets}
-    for name, files in sets.items():
-        for system, folder in systems.items():
-            rows[name][system] = score(system, folder, files, work / "scores" / name / f"{system}.json", stamp)
+    jobs = [(name, system, folder) for name in sets for system, folder in systems.items()]
+    with ProcessPoolExecutor(max(1, args.score_jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {(n, sy): pool.submit(score, sy, f, sets[n], work / "scores" / n / f"{sy}.json", stamp)
+                   for n, sy, f in jobs}
+        for (name, system), future in futures.items():
+            rows[name][system] = future.result()
     summary = summarize(rows, sets, args.arms)
     result = {"meta": {"machine": machine_info(), "finished": f"{_dt.datetime.now():%Y-%m-%d %H:%M}",
                        "wall_minutes": (time.perf_counter() - t0) / 60, "attenuation_db": ATTENUATION_DB,
