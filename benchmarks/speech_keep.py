@@ -198,9 +198,8 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 
     ``corpus_info.json`` last, so an interrupted build is redone. Returns the corpus folder.
     """
     from upcycle_se.audio import load_mono, write_audio_atomic
-    from upcycle_se.corpus import noise as N
     from upcycle_se.corpus.build import read_log
-    from upcycle_se.corpus.realvoice import babble_pool, real_babble
+    from upcycle_se.corpus.self_babble import self_babble_mixtures
 
     folder = {v: k for k, v in (SELF_BABBLE_EXTRA if extra else SELF_BABBLE_SHARES).items()}[every]
     src, out = work / "corpus", corpus_root(work, folder) / "corpus"
@@ -222,13 +221,9 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 
     lines = {uid: f"{uid} {noise} {snr}" for uid, (noise, snr) in entries.items()}
     for k, (spk, uids) in enumerate(sorted(by_speaker.items())):
         clips = {u: load_mono(clean_dir / f"{u}.wav", SAMPLE_RATE).numpy() for u in uids}
-        for i, uid in enumerate(uids):
-            if i % every:
-                continue
-            pool = babble_pool(clips, uid, SAMPLE_RATE)
-            babble, _ = real_babble(len(clips[uid]), SAMPLE_RATE, np.random.default_rng([seed, k, i]), pool)
-            # the clean file stays as it is (shared): no joint rescaling, the mixture is clipped at full scale
-            _, noisy = N.mix_at_snr(clips[uid], babble, entries[uid][1], SAMPLE_RATE, peak=float("inf"))
+        mixtures = self_babble_mixtures(clips, {u: entries[u][1] for u in uids}, SAMPLE_RATE, every=every, seed=seed,
+                                        speaker_index=k)
+        for uid, noisy in mixtures.items():
             new = f"{uid}x" if extra else uid
             dst = out / "noisy_trainset_wav" / f"{new}.wav"
             if extra:
@@ -237,7 +232,7 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 
                     os.link(clean_dir / f"{uid}.wav", clean_dst)
             if dst.exists():
                 dst.unlink()  # a hard link: never write through it into the main corpus
-            write_audio_atomic(dst, np.clip(noisy, -1.0, 1.0), SAMPLE_RATE)
+            write_audio_atomic(dst, noisy, SAMPLE_RATE)
             lines[new] = f"{new} self_babble {entries[uid][1]}"
         log(f"{folder} corpus: speaker {k + 1}/{len(by_speaker)}")
     dst_log = out / "logfiles" / "log_trainset.txt"

@@ -11,6 +11,8 @@ small / benchmark, file for file. realvoice builds the real-voice test set inste
 voice clips mixed with the test noises at the test SNRs (upcycle_se.corpus.realvoice); realvoice_hard the
 hard one: the same clips and SNRs with babble of the other clips (warped pseudo-speakers of the real voice),
 band-limited noise bursts and ALSA's recorded noise. Explicit options override the preset's.
+--self-babble 2 puts every second training file of each speaker in babble of its own speaker's other
+utterances (how the packaged default's training corpus was built: --preset broad_benchmark --self-babble 2).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from upcycle_se.corpus.realvoice import (
     build_realvoice,
     build_realvoice_hard,
 )
+from upcycle_se.errors import UserError
 
 
 def _csv(text: str) -> list:
@@ -63,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dB, comma-separated (default 2.5,7.5,12.5,17.5)")
     parser.add_argument("--piper-speakers", type=int, default=None,
                         help="how many training speakers are Piper pseudo-speakers (default: the preset's)")
+    parser.add_argument("--self-babble", type=int, default=0, metavar="N",
+                        help="every N-th training file of each speaker in babble of its own speaker's other "
+                             "utterances (default 0: off; the packaged default trained with 2)")
     parser.add_argument("--workers", type=int, default=None, help="synthesis/mixing threads")
     parser.add_argument("--overwrite", action="store_true", help="replace a different corpus in OUT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         sizes["test_utts_per_speaker"] = args.utts
     for key, value in (("train_snrs", args.train_snrs), ("test_snrs", args.test_snrs),
                        ("train_noises", args.train_noises), ("test_noises", args.test_noises),
-                       ("piper_speakers", args.piper_speakers)):
+                       ("piper_speakers", args.piper_speakers), ("self_babble_every", args.self_babble or None)):
         if value is not None:
             sizes[key] = value
     s = build_corpus(args.out_dir, **sizes, sample_rate=args.sample_rate, naming=args.naming, seed=args.seed,
@@ -97,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_realvoice(args: argparse.Namespace) -> int:
     """Builds a real-voice test set, first or hard (only --sample-rate, --seed, --test-noises, --test-snrs
     apply)."""
+    if args.self_babble:
+        raise UserError("--self-babble applies to the synthetic corpora's training side, not to a real-voice test set")
     extra = {}
     if args.test_noises is not None:
         extra["noises"] = args.test_noises

@@ -233,7 +233,7 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
                  min_duration: float = 1.5, max_duration: float = 6.0, workers: Optional[int] = None,
                  progress: Optional[bool] = None, overwrite: bool = False,
                  alsa_noise: PathLike = N.ALSA_NOISE, piper_speakers: int = 0,
-                 train_levels_db: Sequence[float] = DEFAULT_LEVELS_DB) -> dict:
+                 train_levels_db: Sequence[float] = DEFAULT_LEVELS_DB, self_babble_every: int = 0) -> dict:
     """Writes a synthetic corpus in the VoiceBank-DEMAND layout under ``out_dir``; returns a summary.
 
     Arguments
@@ -255,6 +255,9 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
     piper_speakers : how many of the training speakers (the last ones) are Piper pseudo-speakers
         (needs the ``voices`` extra); the others and every test speaker are flite / espeak-ng voices.
     train_levels_db : range of the training utterances' active speech level in dBFS (test: -30..-22).
+    self_babble_every : > 0: every such training file of each speaker (sorted, from the first) has babble of
+        its own speaker's other utterances instead of its noise, at its SNR
+        (:mod:`upcycle_se.corpus.self_babble`; the packaged `default` trained with 2).
 
     Returns
     -------
@@ -289,6 +292,10 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
                         f"test noise; use 'broad' (without it) or drop 'alsa' from the test noises")
     if not 0 <= int(piper_speakers) <= int(n_train_speakers):
         raise UserError(f"piper_speakers must be 0..n_train_speakers ({n_train_speakers}), not {piper_speakers}")
+    if int(self_babble_every) < 0:
+        raise UserError(f"self_babble_every must be 0 (off) or more, not {self_babble_every}")
+    if int(self_babble_every) and int(utts_per_speaker) < 2:
+        raise UserError("same-voice babble needs at least 2 utterances per training speaker")
     if len(train_levels_db) != 2 or not train_levels_db[0] <= train_levels_db[1] < 0:
         raise UserError(f"train_levels_db must be (low, high) dBFS with low <= high < 0, not {train_levels_db}")
     require_tools()
@@ -307,6 +314,8 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
         config["piper_speakers"] = int(piper_speakers)
     if tuple(float(x) for x in train_levels_db) != DEFAULT_LEVELS_DB:
         config["train_levels_db"] = [float(x) for x in train_levels_db]
+    if self_babble_every:
+        config["self_babble_every"] = int(self_babble_every)
     reused = _existing(out, config, folders, overwrite)
     if reused is not None:
         reused.update(out_dir=str(out), build_seconds=round(time.perf_counter() - t0, 3), reused=True)
@@ -366,6 +375,8 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
             bar.close()
 
     records.sort(key=lambda r: (r["split"], r["name"]))
+    if self_babble_every:
+        _add_self_babble(out, folders, records, sr, int(self_babble_every), int(seed))
     logs = log_names(naming)
     (out / folders["logs"]).mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
@@ -393,7 +404,7 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
         "babble_voices": {s: [v.to_dict() for v in babble_voices(s, p, seed, s == "train" and bool(piper_speakers))]
                           for s, p in (("train", train_pool), ("test", test_pool))
                           if any(nz in N.NEEDS_BABBLE for nz in noises[s])},
-        "noises": noises,
+        "noises": {**noises, "train": noises["train"] + (["self_babble"] if self_babble_every else [])},
         "snrs": snrs,
         "counts": counts,
         "seconds": seconds,
@@ -427,6 +438,27 @@ def _make_pair(out: Path, folders: Dict[str, str], voice: Voice, ctx: N.NoiseCon
     txt.parent.mkdir(parents=True, exist_ok=True)
     txt.write_text(text + "\n", encoding="utf-8")
     return {"split": split, "name": name, "noise": noise_type, "snr": snr, "seconds": len(clean) / sr}
+
+
+def _add_self_babble(out: Path, folders: Dict[str, str], records: List[dict], sr: int, every: int,
+                     seed: int) -> None:
+    """Rewrites every ``every``-th training mixture of each speaker in same-voice babble (clean files kept) and
+    renames its noise in ``records``."""
+    from upcycle_se.audio import load_mono
+    from upcycle_se.corpus.self_babble import SELF_BABBLE_NOISE, self_babble_mixtures
+
+    by_speaker: Dict[str, List[dict]] = {}
+    for r in records:
+        if r["split"] == "train":
+            by_speaker.setdefault(r["name"].split("_")[0], []).append(r)
+    for k, spk in enumerate(sorted(by_speaker)):
+        recs = {r["name"]: r for r in by_speaker[spk]}
+        clips = {u: load_mono(out / folders["clean_train"] / f"{u}.wav", sr).numpy() for u in recs}
+        mixtures = self_babble_mixtures(clips, {u: r["snr"] for u, r in recs.items()}, sr, every=every, seed=seed,
+                                        speaker_index=k)
+        for uid, noisy in mixtures.items():
+            write_audio_atomic(out / folders["noisy_train"] / f"{uid}.wav", noisy, sr)
+            recs[uid]["noise"] = SELF_BABBLE_NOISE
 
 
 def _summary(info: dict) -> dict:
