@@ -102,7 +102,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/speech_keep.py` from anywher
     sys.path.insert(0, str(REPO))
 
 from benchmarks.quality import Budget, _paired_diff, _unpaired_ft, ci95, machine_info, prepare  # noqa: E402
-from benchmarks.stoi_loss import _model_key, _write_json_atomic  # noqa: E402
+from benchmarks.stoi_loss import _model_key, _write_json_atomic, scored_rows  # noqa: E402
 
 DEFAULT_WORK = Path("/work/runs/stoi")
 START = REPO / "benchmarks" / "starts" / "base_compressed"
@@ -367,34 +367,23 @@ def validation_sets(work: Path) -> Dict[str, Dict[str, Dict[str, str]]]:
 def score(system: str, folder: Optional[Path], files: Dict[str, Dict[str, str]], cache: Path, log=print) -> Dict:
     """Per-file PESQ / STOI of the model folder (fp32, whole files, its 20 dB limit; None: the noisy input
     itself); cached per file, keyed by the model files' hash (``stoi_loss._model_key``), so a model exported
-    again under the same name is scored again."""
-    from upcycle_se.audio import load_mono
-    from upcycle_se.metrics.stats import score_pair
+    again under the same name is scored again (``stoi_loss.scored_rows``)."""
 
-    key = _model_key(folder)
-    saved = json.loads(cache.read_text()) if cache.is_file() else {}
-    rows = saved.get("rows", {}) if saved.get("model_key") == key else {}
-    rows = {k: v for k, v in rows.items() if k in files}
-    todo = [k for k in files if k not in rows]
-    if not todo:
-        return rows
-    import torch
+    def make_enhance():
+        if folder is None:
+            return lambda x: x
+        import torch
 
-    from upcycle_se.inference import UpCycleEnhancement
+        from upcycle_se.inference import UpCycleEnhancement
 
-    torch.set_num_threads(1)
-    enhance = (lambda x, sr: torch.from_numpy(x)) if folder is None else UpCycleEnhancement.from_hparams(
-        source=str(folder), savedir=str(folder), run_opts={
-            "device": "cpu", "precision": "fp32", "max_attenuation_db": ATTENUATION_DB}).enhance_signal
-    for i, uid in enumerate(todo):
-        noisy = load_mono(files[uid]["noisy"], SAMPLE_RATE).numpy()
-        clean = load_mono(files[uid]["clean"], SAMPLE_RATE).numpy().astype(np.float64)
-        out = np.clip(enhance(noisy, SAMPLE_RATE).numpy().astype(np.float64), -1, 1)
-        rows[uid] = {m: float(v) for m, v in score_pair(clean, out, METRICS).items()}
-        if (i + 1) % 16 == 0 or i + 1 == len(todo):
-            _write_json_atomic(cache, {"system": system, "model": str(folder), "model_key": key, "rows": rows})
-            log(f"{cache.parent.name} {system}: {i + 1}/{len(todo)}")
-    return rows
+        torch.set_num_threads(1)
+        model = UpCycleEnhancement.from_hparams(source=str(folder), savedir=str(folder), run_opts={
+            "device": "cpu", "precision": "fp32", "max_attenuation_db": ATTENUATION_DB})
+        return lambda x: model.enhance_signal(x.astype(np.float32), SAMPLE_RATE).numpy().astype(np.float64)
+
+    return scored_rows(cache, {k: (Path(f["noisy"]), Path(f["clean"])) for k, f in files.items()}, make_enhance,
+                       match={"model_key": _model_key(folder)}, info={"system": system, "model": str(folder)},
+                       log=log, label=f"{cache.parent.name} {system}")
 
 
 def choose(summary: Dict) -> Optional[str]:

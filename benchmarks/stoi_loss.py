@@ -141,12 +141,8 @@ def score_system(name: str, root: Path, work: Path, log=print, folder: Optional[
     Cached in ``work/stoi_loss/<set folder>/<name>.json`` with the set's build config; files already there
     are not scored again (a cache of another build of the set, or of another model, packaged or ``folder``, is
     discarded).
-    ``folder``: the model folder of a ``--model`` system. The cache is rewritten
-    atomically every 16 files, so an interrupted run keeps its progress.
+    ``folder``: the model folder of a ``--model`` system. Scored and cached by :func:`scored_rows`.
     """
-    from upcycle_se.audio import load_mono
-    from upcycle_se.metrics.stats import score_pair
-
     root = Path(root)
     config = set_info(root)["config"]
     if folder is None and name in MODELS:  # a packaged model's scores follow its files too (a new default)
@@ -156,26 +152,45 @@ def score_system(name: str, root: Path, work: Path, log=print, folder: Optional[
     else:
         model_key = _model_key(folder)
     stems = sorted(set_labels(root))
-    cache = work / CACHE_DIR / root.name / f"{name}.json"
+    files = {st: (root / "noisy_testset_wav" / f"{st}.wav", root / "clean_testset_wav" / f"{st}.wav") for st in stems}
+    return scored_rows(work / CACHE_DIR / root.name / f"{name}.json", files,
+                       lambda: make_enhancer(name, work, {name: Path(folder)} if folder is not None else None),
+                       match={"config": config, "model_key": model_key}, info={"system": name, "set": str(root)},
+                       log=log, label=f"{root.name} {name}")
+
+
+def scored_rows(cache: Path, files: Dict[str, tuple], make_enhance: Callable[[], Callable[[np.ndarray], np.ndarray]],
+                match: Dict, info: Dict, log=print, label: str = "") -> Rows:
+    """Per-file PESQ and STOI ``{file id: {metric: value}}`` of the files ``{id: (noisy path, clean path)}``
+    enhanced by ``make_enhance()`` (``f(noisy [time] float64 at 16 kHz) -> enhanced [time]``, made only when a
+    file is left to score).
+
+    Cached in ``cache``: a saved file whose ``match`` fields (the set's build, the model's hash) all equal these
+    is reused for the ids it holds, any other is discarded. Rewritten atomically every 16 files, so an
+    interrupted run keeps its progress. The one per-file scorer of this module and ``speech_keep.py``.
+    """
+    from upcycle_se.audio import load_mono
+    from upcycle_se.metrics.stats import score_pair
+
     rows: Rows = {}
     if cache.is_file():
         saved = json.loads(cache.read_text(encoding="utf-8"))
-        if saved.get("config") == config and saved.get("model_key") == model_key:
-            rows = {k: v for k, v in saved["rows"].items() if k in stems}
-    todo = [s for s in stems if s not in rows]
+        if all(saved.get(k) == v for k, v in match.items()):
+            rows = {k: v for k, v in saved["rows"].items() if k in files}
+    todo = [k for k in sorted(files) if k not in rows]
     if not todo:
         return rows
-    enhance = make_enhancer(name, work, {name: Path(folder)} if folder is not None else None)
+    enhance = make_enhance()
     t0 = time.perf_counter()
-    for i, stem in enumerate(todo):
-        noisy = load_mono(root / "noisy_testset_wav" / f"{stem}.wav", SAMPLE_RATE).numpy().astype(np.float64)
-        clean = load_mono(root / "clean_testset_wav" / f"{stem}.wav", SAMPLE_RATE).numpy().astype(np.float64)
+    for i, key in enumerate(todo):
+        noisy_path, clean_path = files[key]
+        noisy = load_mono(noisy_path, SAMPLE_RATE).numpy().astype(np.float64)
+        clean = load_mono(clean_path, SAMPLE_RATE).numpy().astype(np.float64)
         out = np.clip(enhance(noisy), -1.0, 1.0)
-        rows[stem] = {m: float(v) for m, v in score_pair(clean, out, METRICS).items()}
+        rows[key] = {m: float(v) for m, v in score_pair(clean, out, METRICS).items()}
         if (i + 1) % 16 == 0 or i + 1 == len(todo):
-            _write_json_atomic(cache, {"system": name, "set": str(root), "config": config, "model_key": model_key,
-                                       "rows": {k: rows[k] for k in sorted(rows)}})
-            log(f"{root.name} {name}: {i + 1}/{len(todo)} files scored ({time.perf_counter() - t0:.0f} s)")
+            _write_json_atomic(cache, {**info, **match, "rows": {k: rows[k] for k in sorted(rows)}})
+            log(f"{label}: {i + 1}/{len(todo)} files scored ({time.perf_counter() - t0:.0f} s)")
     return rows
 
 

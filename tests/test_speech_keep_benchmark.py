@@ -276,3 +276,102 @@ def test_scores_are_cached_per_model_and_scored_again_for_another(tmp_path):
     cache.write_text(json.dumps(saved))
     again = sk.score("small", model, files, cache, log=lambda m: None)
     assert again["f0"]["pesq"] == first["f0"]["pesq"]
+
+
+def test_added_self_babble_keeps_every_broad_file_and_adds_the_same_babble_files(tmp_path):
+    """``selfbabble_add``'s corpus: every file of the main corpus (linked), plus each replaced file of
+    ``selfbabble``'s corpus under a new id (``p225_001x``) with its clean file linked: the same babble draws."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    src = tmp_path / "corpus"
+    for sub in ("clean_trainset_wav", "noisy_trainset_wav", "logfiles"):
+        (src / sub).mkdir(parents=True)
+    lines = []
+    for s, spk in enumerate(("p225", "p226")):
+        for u in range(3):
+            t = np.arange(12000) / 16000
+            clean = 0.1 * np.sin(2 * np.pi * (120 + 40 * s + 15 * u) * t) * (np.sin(2 * np.pi * 3 * t) > 0)
+            uid = f"{spk}_00{u + 1}"
+            sf.write(src / "clean_trainset_wav" / f"{uid}.wav", clean, 16000)
+            sf.write(src / "noisy_trainset_wav" / f"{uid}.wav", clean + 0.01, 16000)
+            lines.append(f"{uid} broad {5.0 * u}")
+    (src / "logfiles" / "log_trainset.txt").write_text("\n".join(lines) + "\n")
+    (src / "corpus_info.json").write_text(json.dumps({"config": {"seed": 0}}))
+
+    added = sk.build_self_babble_corpus(tmp_path, log=lambda m: None, every=2, extra=True)
+    replaced = sk.build_self_babble_corpus(tmp_path, log=lambda m: None, every=2)
+    assert added == tmp_path / "selfbabble_add" / "corpus"
+    log = {ln.split()[0]: ln.split()[1:] for ln in (added / "logfiles" / "log_trainset.txt").read_text().splitlines()}
+    extra = sorted(u for u in log if u.endswith("x"))
+    assert extra == ["p225_001x", "p225_003x", "p226_001x", "p226_003x"] and len(log) == 10
+    for uid in extra:
+        assert log[uid] == ["self_babble", log[uid[:-1]][1]]
+        assert log[uid[:-1]][0] == "broad"  # the broad file stays beside it
+        assert (added / "noisy_trainset_wav" / f"{uid[:-1]}.wav").samefile(src / "noisy_trainset_wav" / f"{uid[:-1]}.wav")
+        assert (added / "clean_trainset_wav" / f"{uid}.wav").samefile(src / "clean_trainset_wav" / f"{uid[:-1]}.wav")
+        assert (added / "noisy_trainset_wav" / f"{uid}.wav").read_bytes() == \
+            (replaced / "noisy_trainset_wav" / f"{uid[:-1]}.wav").read_bytes()
+
+
+def test_round_three_arm_differs_from_selfbabble_sisdr_in_the_data_and_the_same_steps(tmp_path):
+    base = set(sk.train_command("selfbabble_sisdr", tmp_path, True))
+    diff = set(sk.train_command("selfbabble_add", tmp_path, True)) - base
+    assert {o.split("=")[0] for o in diff} == {"--data_folder", "--prep_folder", "--output_folder", "--n_epochs",
+                                               "--n_epochs_decay"}
+    # 1,200 files + 600 added = 450 steps of batch 4 per epoch: 3 + 1 epochs are selfbabble_sisdr's 1,800 steps
+    epochs = {o.split("=")[0]: int(o.split("=")[1]) for o in diff if "epochs" in o}
+    assert (epochs["--n_epochs"] + epochs["--n_epochs_decay"]) * 450 == (4 + 2) * 300
+
+
+def _round3_summary(arms):
+    """A hand-made summary for round 3's rule: ``arms``: arm -> {(set, metric): (mean, CI)} against the
+    incumbent; anything not given is (0, 0.01)."""
+    sets = ("valid", "valid_babble", sk.SELF_BABBLE, sk.HELDOUT)
+    s = {"arms": [sk.INCUMBENT, *arms]}
+    for name in sets:
+        s[name] = {f"vs_{sk.INCUMBENT}": {}}
+        for arm, d in arms.items():
+            s[name][f"vs_{sk.INCUMBENT}"][arm] = {
+                m: dict(zip(("mean", "ci"), d.get((name, m), (0.0, 0.01)))) for m in ("pesq", "stoi")}
+    return s
+
+
+def test_round_three_takes_a_significant_pesq_gain_that_costs_no_stoi_anywhere():
+    arms = {
+        # the largest PESQ gain, but STOI significantly down on same-voice babble: out
+        "babble_cost": {("valid", "pesq"): (0.10, 0.03), (sk.SELF_BABBLE, "stoi"): (-0.01, 0.005)},
+        # a gain on valid, a significant PESQ loss on the held-out families: out
+        "heldout_cost": {("valid", "pesq"): (0.08, 0.03), (sk.HELDOUT, "pesq"): (-0.05, 0.03)},
+        # gains on both, neither significant: out
+        "noise": {("valid", "pesq"): (0.02, 0.03), (sk.HELDOUT, "pesq"): (0.02, 0.03)},
+        "small": {(sk.HELDOUT, "pesq"): (0.04, 0.02)},
+        "big": {("valid", "pesq"): (0.05, 0.02), (sk.HELDOUT, "pesq"): (0.01, 0.02)},
+    }
+    assert sk.choose_round3(_round3_summary(arms)) == "big"  # mean gain 0.030 against small's 0.020
+    del arms["big"]
+    assert sk.choose_round3(_round3_summary(arms)) == "small"
+    del arms["small"]
+    assert sk.choose_round3(_round3_summary(arms)) is None
+    s = _round3_summary({"small": {(sk.HELDOUT, "pesq"): (0.04, 0.02)}})
+    del s[sk.HELDOUT]  # without the held-out families the rule cannot see the clicks cost: no choice
+    assert sk.choose_round3(s) is None
+
+
+def test_summary_compares_with_the_incumbent_per_held_out_family():
+    import numpy as np
+
+    families = ("clicks", "pink")
+    sets = {name: {f"{name}{i}": {"family": families[i % 2], "snr": "5.0"} for i in range(8)}
+            for name in ("valid", "valid_babble", sk.SELF_BABBLE, sk.HELDOUT)}
+    systems = {"default": 0.0, "noisy": -0.2, sk.INCUMBENT: 0.0, "long": 0.05}
+    rows = {name: {sy: {f: {"pesq": 1.5 + shift + (0.1 if files[f]["family"] == "clicks" and sy == "long" else 0)
+                            + 0.01 * i, "stoi": 0.9 + 0.001 * i}
+                        for i, f in enumerate(files)} for sy, shift in systems.items()} for name, files in sets.items()}
+    summary = sk.summarize(rows, sets, [sk.INCUMBENT, "long"])
+    fam = summary[sk.HELDOUT]["by_family"]
+    assert np.isclose(fam["clicks"]["long"]["pesq"]["mean"], 0.15) and np.isclose(fam["pink"]["long"]["pesq"]["mean"], 0.05)
+    assert summary["chosen_round3"] == "long"
+    assert "by_family" not in summary["valid"] or not summary["valid"]["by_family"]
