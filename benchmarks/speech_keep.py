@@ -540,7 +540,8 @@ def render(result: Dict) -> str:
                          + (f"{_cell(d['pesq'], 2, True)} | {_cell(d['stoi'], 3, True)} |" if d else "| |"))
         for ref in CONTROLS:
             if t.get(f"vs_{ref}"):
-                lines += ["", f"Against `{ref}` (same steps, no lever):", "", "| arm | PESQ | STOI |", "|---|---|---|"]
+                what = "the packaged `default` since round 2" if ref == INCUMBENT else "same steps, no lever"
+                lines += ["", f"Against `{ref}` ({what}):", "", "| arm | PESQ | STOI |", "|---|---|---|"]
                 lines += [f"| {a} | {_cell(d['pesq'], 2, True)} | {_cell(d['stoi'], 3, True)} |"
                           for a, d in t[f"vs_{ref}"].items()]
         if t.get("by_snr"):
