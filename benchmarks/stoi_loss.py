@@ -374,12 +374,12 @@ def render(result: Dict) -> str:
     """The markdown of ``stoi_loss.txt`` from the saved result (``meta`` and per-set breakdowns)."""
     m = result["meta"]["machine"]
     lines = ["# Where STOI is lost: real-voice sets, by noise family, SNR and clip", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores (shared with a training run, niced), GPU {m['gpu']}, "
+             f"Machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu']}, "
              f"torch {m['torch']}, Python {m['python']}; {result['meta']['date']}. "
              f"Command: `{result['meta']['command']}`.", "",
              "Per-file mean ± 95 % CI (Student t over files). 'X − noisy' and 'model − reference': mean ± 95 % "
              "CI of the per-file paired differences. Models as shipped (packaged folders' attenuation limits: "
-             "`default` 20 dB), fp32, CPU, whole files; output clipped to [-1, 1], scored in float (wide-band "
+             "`default` and `unpaired` 20 dB), fp32, CPU, whole files; output clipped to [-1, 1], scored in float (wide-band "
              "PESQ, STOI). One real speaker (ALSA's clips): the per-clip tables are per phrase.", ""]
     for name, s in result["sets"].items():
         lines += render_set(name, s["meta"], s["breakdown"], s["systems"])
