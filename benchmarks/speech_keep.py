@@ -506,6 +506,11 @@ def _cell(c: Dict, digits: int, signed: bool = False) -> str:
     return f"{c['mean']:{'+' if signed else ''}.{digits}f} ± {c['ci']:.{digits}f}"
 
 
+def _verdict(result: Dict, chosen: Optional[str], stays: str) -> str:
+    """A rule's outcome line: the chosen arm and its label, or none (``stays``: what is kept then)."""
+    return f"**Chosen: `{chosen}`** ({result['labels'][chosen]})." if chosen else f"**No arm qualifies{stays}.**"
+
+
 def render(result: Dict) -> str:
     s, m = result["summary"], result["meta"]
     arms = s["arms"]
@@ -561,29 +566,26 @@ def render(result: Dict) -> str:
     lines += ["## Choice", "",
               f"Rule: the largest STOI gain over `default` on `valid_babble` (95 % CI above 0) among arms whose "
               f"PESQ on `valid` is at least `default`'s minus {PESQ_TOLERANCE}. "
-              + (f"**Chosen: `{chosen}`** ({result['labels'][chosen]})." if chosen else "**No arm qualifies.**"), ""]
+              + _verdict(result, chosen, ""), ""]
     if "control" in arms and SELF_BABBLE in s and "chosen_same_voice" in s:  # (records before round 2 lack it)
         second = s.get("chosen_same_voice")
         lines += [f"Round 2's rule, against the control (packaged as `default`): the largest mean STOI gain over the "
                   f"control on `valid_babble` and `{SELF_BABBLE}` among arms whose PESQ on `valid` is at least the "
                   f"control's minus {PESQ_TOLERANCE}, whose STOI gain on `{SELF_BABBLE}` has its 95 % CI above 0 and "
                   "whose STOI on `valid` and `valid_babble` is not significantly below the control's. "
-                  + (f"**Chosen: `{second}`** ({result['labels'][second]})." if second
-                     else "**No arm qualifies: the control stays.**"), ""]
+                  + _verdict(result, second, ": the control stays"), ""]
     if "unpaired_control" in arms and SELF_BABBLE in s and "chosen_unpaired" in s:
         third = s.get("chosen_unpaired")
         lines += ["The unpaired round: round 2's rule against `unpaired_control`, and PESQ on `valid` within "
                   f"{PESQ_TOLERANCE} of the packaged `unpaired`'s. "
-                  + (f"**Chosen: `{third}`** ({result['labels'][third]})." if third
-                     else "**No arm qualifies: the packaged `unpaired` stays.**"), ""]
+                  + _verdict(result, third, ": the packaged `unpaired` stays"), ""]
     if INCUMBENT in arms and HELDOUT in s and "chosen_round3" in s:
         fourth = s.get("chosen_round3")
         lines += [f"Round 3's rule, against `{INCUMBENT}` (packaged as `default` since round 2): among arms whose PESQ "
                   f"on `valid` and `{HELDOUT}` and whose STOI on every validation set are not significantly below "
                   f"its, and whose PESQ gain is significant on at least one of `valid` and `{HELDOUT}`, the largest "
                   "mean of the two PESQ gains (above 0). "
-                  + (f"**Chosen: `{fourth}`** ({result['labels'][fourth]})." if fourth
-                     else f"**No arm qualifies: `{INCUMBENT}` stays.**"), ""]
+                  + _verdict(result, fourth, f": `{INCUMBENT}` stays"), ""]
     lines += ["## Arms", ""]
     lines += [f"- `{a}`: {result['labels'][a]}; `cd recipes/VoiceBankDEMAND && {result['commands'][a]}`" for a in arms]
     return "\n".join(lines) + "\n"
