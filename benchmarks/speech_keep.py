@@ -38,6 +38,9 @@ Round 3 (``--arms selfbabble_sisdr selfbabble_add long``), for the PESQ that rou
 
 - ``selfbabble_add``: ``selfbabble_sisdr``'s same-voice babble files *added* beside every broad-noise file of the
   main corpus (1,800 files instead of 1,200; 3 + 1 epochs of 450 steps, the same 1,800 steps), SI-SDR 0.01;
+- ``selfbabble_add1`` (added after the first two were scored, judged by the same rule): same-voice babble
+  files beside *every* broad-noise file (2,400 files, half of them same-voice babble as in ``selfbabble_sisdr``,
+  which ``selfbabble_add``'s third did not keep STOI with); 2 + 1 epochs of 600 steps;
 - ``long``: round 2's choice trained on from it for 7,200 more steps (its data and loss);
 - a fourth validation set, ``valid_heldout`` (:data:`VALID_HELDOUT`): noise families no training corpus has
   (clicks, pink, ALSA's recorded noise; the synthetic test set's families, other seed), where the clicks cost
@@ -141,6 +144,10 @@ ARMS: Dict[str, tuple] = {
                        "selfbabble_sisdr's same-voice babble files *added* to the main corpus's broad-noise files "
                        "(1,800 files: every clean file keeps its broad mixture), SI-SDR 0.01; 3 + 1 epochs of 450 "
                        "steps, the same 1,800 steps (round 3)"),
+    "selfbabble_add1": ("selfbabble_add1", {"sisdr_weight": "0.01", "n_epochs": "2", "n_epochs_decay": "1"},
+                        "same-voice babble files added beside *every* broad-noise file (2,400 files: half in "
+                        "same-voice babble, as selfbabble_sisdr, and every clean file keeps its broad mixture), "
+                        "SI-SDR 0.01; 2 + 1 epochs of 600 steps, the same 1,800 steps (round 3, second arm)"),
     "long": ("selfbabble", {"init_from": "{models}/selfbabble_sisdr", "sisdr_weight": "0.01", "n_epochs": "16",
                             "n_epochs_decay": "8"},
              "the chosen setting (selfbabble_sisdr) trained on from that arm for 7,200 more steps"),
@@ -150,7 +157,7 @@ LEVER_ARMS = ("control", "sisdr", "babble")
 #: The same-voice babble corpora: folder -> every how many training files of a speaker get same-voice babble.
 SELF_BABBLE_SHARES = {"selfbabble": 2, "selfbabble4": 4}
 #: The same-voice babble corpora whose babble files are added beside the broad ones: folder -> every how many.
-SELF_BABBLE_EXTRA = {"selfbabble_add": 2}
+SELF_BABBLE_EXTRA = {"selfbabble_add": 2, "selfbabble_add1": 1}
 #: The training corpora: folder -> build-corpus arguments (the work folder's ``<folder>/corpus``; ``main``
 #: is the work folder itself, as ``benchmarks.quality.prepare`` expects).
 CORPORA = {

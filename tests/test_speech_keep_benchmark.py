@@ -324,6 +324,11 @@ def test_round_three_arm_differs_from_selfbabble_sisdr_in_the_data_and_the_same_
     # 1,200 files + 600 added = 450 steps of batch 4 per epoch: 3 + 1 epochs are selfbabble_sisdr's 1,800 steps
     epochs = {o.split("=")[0]: int(o.split("=")[1]) for o in diff if "epochs" in o}
     assert (epochs["--n_epochs"] + epochs["--n_epochs_decay"]) * 450 == (4 + 2) * 300
+    # every file with a babble twin: 2,400 files, 600 steps per epoch, 2 + 1 epochs
+    diff = set(sk.train_command("selfbabble_add1", tmp_path, True)) - base
+    epochs = {o.split("=")[0]: int(o.split("=")[1]) for o in diff if "epochs" in o}
+    assert (epochs["--n_epochs"] + epochs["--n_epochs_decay"]) * 600 == (4 + 2) * 300
+    assert f"--data_folder={tmp_path / 'selfbabble_add1' / 'corpus'}" in diff
 
 
 def _round3_summary(arms):
