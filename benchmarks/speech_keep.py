@@ -255,7 +255,8 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 
 
 
 def build_data(work: Path, log=print) -> None:
-    """Builds (or reuses) the training corpora and the babble validation set, and their manifests."""
+    """Builds (or reuses) the training corpora with their manifests, and the validation sets (babble, held-out
+    noise families)."""
     valid = {"valid_babble": VALID_BABBLE, HELDOUT: VALID_HELDOUT}
     for folder, args in {**CORPORA, **valid}.items():
         out = work / folder if folder in valid else corpus_root(work, folder) / "corpus"

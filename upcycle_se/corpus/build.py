@@ -83,6 +83,8 @@ PRESETS: Dict[str, Dict] = {
 }
 
 INFO_FILE = "corpus_info.json"
+#: The noise name the corpus log gives a training file in same-voice babble (:mod:`upcycle_se.corpus.self_babble`).
+SELF_BABBLE_NOISE = "self_babble"
 FORMAT_VERSION = 1
 _SPLIT_CODE = {"train": 1, "test": 2}
 _BABBLE_TALKERS = 8
@@ -404,7 +406,7 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
         "babble_voices": {s: [v.to_dict() for v in babble_voices(s, p, seed, s == "train" and bool(piper_speakers))]
                           for s, p in (("train", train_pool), ("test", test_pool))
                           if any(nz in N.NEEDS_BABBLE for nz in noises[s])},
-        "noises": {**noises, "train": noises["train"] + (["self_babble"] if self_babble_every else [])},
+        "noises": {**noises, "train": noises["train"] + ([SELF_BABBLE_NOISE] if self_babble_every else [])},
         "snrs": snrs,
         "counts": counts,
         "seconds": seconds,
@@ -445,7 +447,7 @@ def _add_self_babble(out: Path, folders: Dict[str, str], records: List[dict], sr
     """Rewrites every ``every``-th training mixture of each speaker in same-voice babble (clean files kept) and
     renames its noise in ``records``."""
     from upcycle_se.audio import load_mono
-    from upcycle_se.corpus.self_babble import SELF_BABBLE_NOISE, self_babble_mixtures
+    from upcycle_se.corpus.self_babble import self_babble_mixtures  # (it imports this module)
 
     by_speaker: Dict[str, List[dict]] = {}
     for r in records:

@@ -18,11 +18,11 @@ from typing import Dict, Mapping
 import numpy as np
 
 from upcycle_se.corpus import noise as N
+from upcycle_se.corpus.build import SELF_BABBLE_NOISE
 from upcycle_se.corpus.realvoice import babble_pool, real_babble
 from upcycle_se.errors import UserError
 
-#: The noise name the corpus log gives a file in same-voice babble.
-SELF_BABBLE_NOISE = "self_babble"
+__all__ = ["SELF_BABBLE_NOISE", "self_babble_mixtures"]
 
 
 def self_babble_mixtures(clips: Mapping[str, np.ndarray], snrs: Mapping[str, float], sample_rate: int, *,
