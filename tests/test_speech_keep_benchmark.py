@@ -380,3 +380,53 @@ def test_summary_compares_with_the_incumbent_per_held_out_family():
     assert np.isclose(fam["clicks"]["long"]["pesq"]["mean"], 0.15) and np.isclose(fam["pink"]["long"]["pesq"]["mean"], 0.05)
     assert summary["chosen_round3"] == "long"
     assert "by_family" not in summary["valid"] or not summary["valid"]["by_family"]
+
+
+def _round4_summary(arms, noisy=None):
+    """Round 4's hand-made summary: :func:`_round3_summary` plus STOI gains over the noisy input
+    (``noisy``: system -> {set: mean}; anything not given is +0.005)."""
+    s = _round3_summary(arms)
+    noisy = noisy or {}
+    for name in ("valid", "valid_babble", sk.SELF_BABBLE, sk.HELDOUT):
+        s[name]["vs_noisy"] = {a: {"stoi": {"mean": noisy.get(a, {}).get(name, 0.005), "ci": 0.005},
+                                   "pesq": {"mean": 0.3, "ci": 0.05}} for a in [sk.INCUMBENT, *arms]}
+    return s
+
+
+def test_round_four_trades_a_bounded_stoi_loss_for_pesq_among_its_own_arms():
+    gain = {("valid", "pesq"): (0.04, 0.03), (sk.HELDOUT, "pesq"): (0.06, 0.02)}
+    # a significant STOI loss of 0.008 on same-voice babble, still above noisy: round 3 refused it, round 4 takes it
+    arms = {"add_long_ema": {**gain, (sk.SELF_BABBLE, "stoi"): (-0.008, 0.003)}}
+    assert sk.choose_round3(_round4_summary(arms)) is None
+    assert sk.choose_round4(_round4_summary(arms)) == "add_long_ema"
+    # a loss beyond the bound: out
+    arms = {"add_long_ema": {**gain, (sk.SELF_BABBLE, "stoi"): (-0.011, 0.003)}}
+    assert sk.choose_round4(_round4_summary(arms)) is None
+    # within the bound but below the noisy input where the incumbent is above it: out
+    arms = {"add_long_ema": {**gain, ("valid_babble", "stoi"): (-0.008, 0.003)}}
+    assert sk.choose_round4(_round4_summary(arms, {"add_long_ema": {"valid_babble": -0.002}})) is None
+    # ... allowed where the incumbent is itself below the noisy input and the arm is not further below
+    s = _round4_summary(arms, {"add_long_ema": {"valid_babble": -0.002}, sk.INCUMBENT: {"valid_babble": -0.003}})
+    assert sk.choose_round4(s) == "add_long_ema"
+    # the larger mean PESQ gain wins; an arm not of round 4 is never taken, however good
+    arms = {"add_long_ema": gain, "long_ema": {(sk.HELDOUT, "pesq"): (0.12, 0.03)},
+            "selfbabble_add": {(sk.HELDOUT, "pesq"): (0.30, 0.03)}}
+    assert sk.choose_round4(_round4_summary(arms)) == "long_ema"  # 0.06 against 0.05
+    # a significant PESQ loss on one set, or no significant gain: out
+    arms = {"long_ema": {("valid", "pesq"): (-0.05, 0.03), (sk.HELDOUT, "pesq"): (0.12, 0.03)},
+            "add_long_ema": {("valid", "pesq"): (0.02, 0.03), (sk.HELDOUT, "pesq"): (0.02, 0.03)}}
+    assert sk.choose_round4(_round4_summary(arms)) is None
+
+
+def test_round_four_arms_differ_from_their_references_by_the_weight_average_and_the_steps(tmp_path):
+    long_cmd = dict(a.split("=", 1) for a in sk.train_command("long", tmp_path, True)[3:])
+    ema_cmd = dict(a.split("=", 1) for a in sk.train_command("long_ema", tmp_path, True)[3:])
+    diff = {k: (long_cmd.get(k), ema_cmd.get(k)) for k in set(long_cmd) | set(ema_cmd) if long_cmd.get(k) != ema_cmd.get(k)}
+    assert diff == {"--ema_decay": (None, "0.999"), "--output_folder": (str(tmp_path / "runs" / "long"),
+                                                                       str(tmp_path / "runs" / "long_ema"))}
+    add = dict(a.split("=", 1) for a in sk.train_command("add_long_ema", tmp_path, True)[3:])
+    assert add["--init_from"] == str(tmp_path / "models" / "selfbabble_add")
+    assert add["--data_folder"] == str(tmp_path / "selfbabble_add" / "corpus")
+    # the same 7,200 steps as `long`: 450 steps per epoch on the 1,800-file corpus, 300 on the 1,200-file one
+    assert (int(add["--n_epochs"]) + int(add["--n_epochs_decay"])) * 450 == \
+        (int(ema_cmd["--n_epochs"]) + int(ema_cmd["--n_epochs_decay"])) * 300 == 7200
