@@ -651,6 +651,12 @@ def render(result: Dict) -> str:
                   f"its, and whose PESQ gain is significant on at least one of `valid` and `{HELDOUT}`, the largest "
                   "mean of the two PESQ gains (above 0). "
                   + _verdict(result, fourth, f": `{INCUMBENT}` stays"), ""]
+    if any(a in ROUND4_ARMS for a in arms) and "chosen_round4" in s:
+        lines += [f"Round 4's rule, against `{INCUMBENT}`, among {', '.join(f'`{a}`' for a in ROUND4_ARMS)} only: "
+                  f"PESQ on `valid` and `{HELDOUT}` not significantly below its and significantly above on one; "
+                  f"on every validation set, mean STOI at most {ROUND4_STOI_LOSS:.3f} below its and at or above the "
+                  "noisy input's (or its own, where that is below the noisy input's); the largest mean of the two "
+                  "PESQ gains. " + _verdict(result, s.get("chosen_round4"), f": `{INCUMBENT}` stays"), ""]
     lines += ["## Arms", ""]
     lines += [f"- `{a}`: {result['labels'][a]}; `cd recipes/VoiceBankDEMAND && {result['commands'][a]}`" for a in arms]
     return "\n".join(lines) + "\n"
