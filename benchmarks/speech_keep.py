@@ -644,14 +644,15 @@ def render(result: Dict) -> str:
         lines += ["The unpaired round: round 2's rule against `unpaired_control`, and PESQ on `valid` within "
                   f"{PESQ_TOLERANCE} of the packaged `unpaired`'s. "
                   + _verdict(result, third, ": the packaged `unpaired` stays"), ""]
-    if INCUMBENT in arms and HELDOUT in s and "chosen_round3" in s:
+    round4 = any(a in ROUND4_ARMS for a in arms)
+    if INCUMBENT in arms and HELDOUT in s and "chosen_round3" in s and not round4:  # round 4's table: its own rule
         fourth = s.get("chosen_round3")
         lines += [f"Round 3's rule, against `{INCUMBENT}` (packaged as `default` since round 2): among arms whose PESQ "
                   f"on `valid` and `{HELDOUT}` and whose STOI on every validation set are not significantly below "
                   f"its, and whose PESQ gain is significant on at least one of `valid` and `{HELDOUT}`, the largest "
                   "mean of the two PESQ gains (above 0). "
                   + _verdict(result, fourth, f": `{INCUMBENT}` stays"), ""]
-    if any(a in ROUND4_ARMS for a in arms) and "chosen_round4" in s:
+    if round4 and "chosen_round4" in s:
         lines += [f"Round 4's rule, against `{INCUMBENT}`, among {', '.join(f'`{a}`' for a in ROUND4_ARMS)} only: "
                   f"PESQ on `valid` and `{HELDOUT}` not significantly below its and significantly above on one; "
                   f"on every validation set, mean STOI at most {ROUND4_STOI_LOSS:.3f} below its and at or above the "
