@@ -628,10 +628,12 @@ def render(result: Dict) -> str:
                       for a in next(iter(t["by_family"].values()))]
         lines.append("")
     chosen = s["chosen"]
-    lines += ["## Choice", "",
-              f"Rule: the largest STOI gain over `default` on `valid_babble` (95 % CI above 0) among arms whose "
-              f"PESQ on `valid` is at least `default`'s minus {PESQ_TOLERANCE}. "
-              + _verdict(result, chosen, ""), ""]
+    round4 = any(a in ROUND4_ARMS for a in arms)
+    lines += ["## Choice", ""]
+    if not round4:  # round 4's table states its own rule only (round 1's would judge arms it was not fixed for)
+        lines += [f"Rule: the largest STOI gain over `default` on `valid_babble` (95 % CI above 0) among arms whose "
+                  f"PESQ on `valid` is at least `default`'s minus {PESQ_TOLERANCE}. "
+                  + _verdict(result, chosen, ""), ""]
     if "control" in arms and SELF_BABBLE in s and "chosen_same_voice" in s:  # (records before round 2 lack it)
         second = s.get("chosen_same_voice")
         lines += [f"Round 2's rule, against the control (packaged as `default`): the largest mean STOI gain over the "
@@ -644,8 +646,7 @@ def render(result: Dict) -> str:
         lines += ["The unpaired round: round 2's rule against `unpaired_control`, and PESQ on `valid` within "
                   f"{PESQ_TOLERANCE} of the packaged `unpaired`'s. "
                   + _verdict(result, third, ": the packaged `unpaired` stays"), ""]
-    round4 = any(a in ROUND4_ARMS for a in arms)
-    if INCUMBENT in arms and HELDOUT in s and "chosen_round3" in s and not round4:  # round 4's table: its own rule
+    if INCUMBENT in arms and HELDOUT in s and "chosen_round3" in s and not round4:
         fourth = s.get("chosen_round3")
         lines += [f"Round 3's rule, against `{INCUMBENT}` (packaged as `default` since round 2): among arms whose PESQ "
                   f"on `valid` and `{HELDOUT}` and whose STOI on every validation set are not significantly below "
