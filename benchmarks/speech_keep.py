@@ -72,7 +72,7 @@ rule with ``unpaired_control`` as the control, and an arm must also keep ``valid
 packaged `unpaired`'s to replace it (:func:`choose_unpaired`).
 
 Round 3's rule (:func:`choose_round3`, fixed before its arms were scored) asks whether an arm should replace
-``selfbabble_sisdr`` (packaged as `default` since round 2): among the arms whose PESQ on ``valid`` and
+``selfbabble_sisdr`` (packaged as `default` from round 2 to round 4): among the arms whose PESQ on ``valid`` and
 ``valid_heldout`` and whose STOI on all four validation sets are not significantly below its (95 % CI of the
 paired difference reaching 0), and whose PESQ gain is significant on at least one of ``valid`` and
 ``valid_heldout``, the one with the largest mean of the two mean PESQ gains (above 0); none: it stays.
@@ -427,7 +427,8 @@ def choose(summary: Dict) -> Optional[str]:
 
 #: The controls an arm is compared with, paired, when they were scored: the lever rounds' and the unpaired round's.
 CONTROLS = ("control", "unpaired_control", "selfbabble_sisdr")
-#: Round 3's incumbent (the packaged `default` since round 2) and the sets its rule reads.
+#: Rounds 3 and 4's incumbent (the packaged `default` from round 2 until round 4 chose `add_long_ema`) and the
+#: sets their rules read.
 INCUMBENT = "selfbabble_sisdr"
 ROUND3_PESQ_SETS = ("valid", HELDOUT)
 ROUND3_STOI_SETS = ("valid", "valid_babble", SELF_BABBLE, HELDOUT)
