@@ -12,7 +12,9 @@ voice clips mixed with the test noises at the test SNRs (upcycle_se.corpus.realv
 hard one: the same clips and SNRs with babble of the other clips (warped pseudo-speakers of the real voice),
 band-limited noise bursts and ALSA's recorded noise. Explicit options override the preset's.
 --self-babble 2 puts every second training file of each speaker in babble of its own speaker's other
-utterances (how the packaged default's training corpus was built: --preset broad_benchmark --self-babble 2).
+utterances: the same-voice babble files of the packaged default's training (--preset broad_benchmark
+--self-babble 2; its last 9,000 steps had these files added beside the broad-noise ones, a corpus that
+benchmarks/speech_keep.py builds from this one).
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how many training speakers are Piper pseudo-speakers (default: the preset's)")
     parser.add_argument("--self-babble", type=int, default=0, metavar="N",
                         help="every N-th training file of each speaker in babble of its own speaker's other "
-                             "utterances (default 0: off; the packaged default trained with 2)")
+                             "utterances (default 0: off; the packaged default's babble files are those of 2)")
     parser.add_argument("--workers", type=int, default=None, help="synthesis/mixing threads")
     parser.add_argument("--overwrite", action="store_true", help="replace a different corpus in OUT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

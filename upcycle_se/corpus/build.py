@@ -259,7 +259,8 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
     train_levels_db : range of the training utterances' active speech level in dBFS (test: -30..-22).
     self_babble_every : > 0: every such training file of each speaker (sorted, from the first) has babble of
         its own speaker's other utterances instead of its noise, at its SNR
-        (:mod:`upcycle_se.corpus.self_babble`; the packaged `default` trained with 2).
+        (:mod:`upcycle_se.corpus.self_babble`; the packaged `default`'s babble files are those of 2, added beside
+        the broad-noise files by ``benchmarks/speech_keep.py``).
 
     Returns
     -------
