@@ -53,7 +53,8 @@ from speechbrain.utils.metric_stats import MetricStats
 from upcycle_se.audio import write_audio_atomic
 from upcycle_se.checkpoints import make_atomic, set_aside_incomplete_checkpoints
 from upcycle_se.errors import ConfigError, UserError
-from upcycle_se.losses import AdversarialLoss, LossConfig, remix_pseudo_noisy, si_sdr_loss, spectral_l1, waveform_l1
+from upcycle_se.losses import (AdversarialLoss, LossConfig, remix_pseudo_noisy, si_sdr_loss, spectral_l1,
+                                stoi_loss_term, waveform_l1)
 from upcycle_se.lr_policy import EpochLRPolicy
 from upcycle_se.models.attenuation import check_max_attenuation_db, max_attenuation
 from upcycle_se.validation import ExampleCollector, log_examples, snr_gain
@@ -321,7 +322,7 @@ class UpCycleBrain(sb.Brain):
     def _supervised_l1(self, estimate, estimate_spec, clean, clean_lens) -> torch.Tensor:
         """Waveform L1 plus ``spectral_weight`` x spectral L1 (``spectral_compress`` applied) against clean
         speech ``[batch, time]``; ``estimate_spec`` is the generator's ``[batch, 2, F, N]`` output spectrum.
-        The opt-in ``sisdr_weight`` term is added here (see :class:`LossConfig`)."""
+        The opt-in ``sisdr_weight`` and ``stoi_weight`` terms are added here (see :class:`LossConfig`)."""
         cfg = self.loss_cfg
         stft = _unwrap(self.modules["gen_n2c"]).stft
         loss = waveform_l1(estimate, clean, clean_lens) + cfg.spectral_weight * spectral_l1(
@@ -329,6 +330,8 @@ class UpCycleBrain(sb.Brain):
         )
         if cfg.sisdr_weight > 0:
             loss = loss + cfg.sisdr_weight * si_sdr_loss(estimate, clean, clean_lens)
+        if cfg.stoi_weight > 0:
+            loss = loss + cfg.stoi_weight * stoi_loss_term(estimate, clean, clean_lens)
         return loss
 
     def _clip_and_step(self, optimizer, terms: Dict[str, torch.Tensor]):

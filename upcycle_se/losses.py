@@ -124,6 +124,24 @@ def si_sdr_loss(estimate: torch.Tensor, target: torch.Tensor, lengths: torch.Ten
     return cal_si_snr(target.float().t().unsqueeze(-1), estimate.float().t().unsqueeze(-1)).mean()
 
 
+def stoi_loss_term(estimate: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
+    """Negative STOI, differentiable (Fu et al., "End-to-end waveform utterance enhancement for direct
+    evaluation metrics optimization by fully convolutional neural networks", TASLP 2018), averaged over a
+    batch of 16 kHz waveforms ``[batch, time]`` with relative ``lengths [batch]``; in [-1, 1], lower is better.
+
+    Computed by SpeechBrain's :func:`speechbrain.nnet.loss.stoi_loss.stoi_loss`, which builds its tensors on
+    the CPU: the batch is taken there in float32 and the loss returned on ``estimate``'s device (gradients
+    flow through the copy). Each file needs at least 30 STOI frames (384 ms) after silent-frame removal.
+    """
+    from speechbrain.nnet.loss.stoi_loss import stoi_loss
+
+    if lengths is None:
+        lengths = torch.ones(estimate.shape[0], device=estimate.device)
+    with torch.autocast("cpu", enabled=False):  # its correlations in float32, whatever the training precision
+        loss = stoi_loss(estimate.float().cpu(), target.float().cpu(), lengths.float().cpu())
+    return loss.to(estimate.device)
+
+
 def _masked_rms(x: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
     """Root mean square of each waveform of ``x [batch, time]`` over its valid samples -> ``[batch]``."""
     if lengths is None:
@@ -251,6 +269,8 @@ class LossConfig:
     - ``remix_noise``: ``estimate`` (``noisy - enhanced``) or ``pauses`` (:func:`pause_noise`).
     - ``sisdr_weight``: opt-in; > 0 adds ``sisdr_weight`` x :func:`si_sdr_loss` (dB) to the supervised term
       (Le Roux et al. 2019; paired loss types only).
+    - ``stoi_weight``: opt-in; > 0 adds ``stoi_weight`` x :func:`stoi_loss_term` (negative STOI) to the
+      supervised term (Fu et al. 2018; paired loss types only).
     """
 
     loss_type: str = "gan"
@@ -266,6 +286,7 @@ class LossConfig:
     remix_snr: Union[str, Sequence[float]] = "estimated"
     remix_noise: str = "estimate"
     sisdr_weight: float = 0.0
+    stoi_weight: float = 0.0
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -288,6 +309,9 @@ class LossConfig:
             raise ConfigError(f"remix_noise={self.remix_noise!r} must be one of {', '.join(REMIX_NOISE_SOURCES)}")
         if self.sisdr_weight > 0 and self.loss_type not in ("l1gan", "l1"):
             raise ConfigError(f"sisdr_weight={self.sisdr_weight!r} needs a paired loss_type (l1 or l1gan), "
+                              f"not {self.loss_type!r}: it compares with clean references")
+        if self.stoi_weight > 0 and self.loss_type not in ("l1gan", "l1"):
+            raise ConfigError(f"stoi_weight={self.stoi_weight!r} needs a paired loss_type (l1 or l1gan), "
                               f"not {self.loss_type!r}: it compares with clean references")
         steps = self.identity_decay_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
