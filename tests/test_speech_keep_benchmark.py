@@ -430,3 +430,67 @@ def test_round_four_arms_differ_from_their_references_by_the_weight_average_and_
     # the same 7,200 steps as `long`: 450 steps per epoch on the 1,800-file corpus, 300 on the 1,200-file one
     assert (int(add["--n_epochs"]) + int(add["--n_epochs_decay"])) * 450 == \
         (int(ema_cmd["--n_epochs"]) + int(ema_cmd["--n_epochs_decay"])) * 300 == 7200
+
+
+def _round5_summary(arms):
+    """Round 5's hand-made summary: ``arms``: arm -> {(set, metric): (mean, CI)} against ``add_long_ema``;
+    anything not given is (0, 0.01)."""
+    sets = ("valid", "valid_babble", sk.SELF_BABBLE, sk.HELDOUT, sk.PIPER_BABBLE, sk.REAL_BABBLE)
+    s = {"arms": [sk.INCUMBENT5, *arms]}
+    for name in sets:
+        s[name] = {f"vs_{sk.INCUMBENT5}": {arm: {m: dict(zip(("mean", "ci"), d.get((name, m), (0.0, 0.01))))
+                                                 for m in ("pesq", "stoi")} for arm, d in arms.items()}}
+    return s
+
+
+def test_round_five_takes_back_real_voice_stoi_at_no_pesq_cost():
+    real = {(sk.REAL_BABBLE, "stoi"): (0.015, 0.008)}
+    assert sk.choose_round5(_round5_summary({"add_real": real})) == "add_real"
+    # no significant gain on the real voices: out, however large its gain on a synthetic set
+    assert sk.choose_round5(_round5_summary({"add_real": {(sk.REAL_BABBLE, "stoi"): (0.015, 0.016),
+                                                          ("valid_babble", "stoi"): (0.05, 0.01)}})) is None
+    # a mean PESQ loss beyond 0.02 on one of the three PESQ sets, even if not significant: out
+    assert sk.choose_round5(_round5_summary({"add_real": {**real, (sk.HELDOUT, "pesq"): (-0.03, 0.04)}})) is None
+    assert sk.choose_round5(_round5_summary({"add_real": {**real, (sk.REAL_BABBLE, "pesq"): (-0.03, 0.04)}})) is None
+    # a significant PESQ loss within 0.02, or a significant STOI loss on a synthetic set: out
+    assert sk.choose_round5(_round5_summary({"add_real": {**real, ("valid", "pesq"): (-0.015, 0.01)}})) is None
+    assert sk.choose_round5(_round5_summary({"add_real": {**real, (sk.PIPER_BABBLE, "stoi"): (-0.01, 0.005)}})) is None
+    # the larger real-voice STOI gain wins; arms of other rounds are never taken
+    arms = {"add_real": real, "add_stoi": {(sk.REAL_BABBLE, "stoi"): (0.02, 0.008)},
+            "long_ema": {(sk.REAL_BABBLE, "stoi"): (0.05, 0.008)}}
+    assert sk.choose_round5(_round5_summary(arms)) == "add_stoi"
+    # without the real-voice set scored, nothing is chosen
+    s = _round5_summary({"add_real": real})
+    del s[sk.REAL_BABBLE]
+    assert sk.choose_round5(s) is None
+
+
+def test_round_five_arms_differ_from_the_incumbent_in_one_lever_and_train_the_same_steps(tmp_path):
+    base = dict(a.split("=", 1) for a in sk.train_command("add_long_ema", tmp_path, True)[3:])
+    real = dict(a.split("=", 1) for a in sk.train_command("add_real", tmp_path, True)[3:])
+    stoi = dict(a.split("=", 1) for a in sk.train_command("add_stoi", tmp_path, True)[3:])
+    for cmd in (real, stoi):
+        assert cmd["--init_from"] == str(tmp_path / "models" / "add_long_ema")
+        assert (cmd["--sisdr_weight"], cmd["--ema_decay"]) == (base["--sisdr_weight"], base["--ema_decay"])
+    assert real["--data_folder"] == str(tmp_path / sk.REAL_CORPUS / "corpus") and "--stoi_weight" not in real
+    assert stoi["--data_folder"] == base["--data_folder"] and stoi["--stoi_weight"] == "0.2"
+    # 3,600 steps each: 600 per epoch on the 2,400-file corpus, 450 on the 1,800-file one
+    assert (int(real["--n_epochs"]) + int(real["--n_epochs_decay"])) * 600 == 3600
+    assert (int(stoi["--n_epochs"]) + int(stoi["--n_epochs_decay"])) * 450 == 3600
+    assert 1800 + 5 * sk.REAL_UTTS == 2400
+
+
+def test_summary_compares_round_five_arms_with_its_incumbent_per_babble_family():
+    files = {f"a{i}": {"family": "real_babble_own" if i % 2 else "real_babble_other", "snr": "0.0"} for i in range(8)}
+    sets = {**_sets(), sk.REAL_BABBLE: files}
+    rows = {name: {s: {f: {"pesq": 1.2 + 0.01 * i, "stoi": 0.7 + 0.01 * i + d * (i % 2)} for i, f in enumerate(fs)}
+                   for s, d in (("noisy", 0.0), ("default", 0.0), ("add_long_ema", 0.0), ("add_real", 0.03))}
+            for name, fs in sets.items()}
+    summary = sk.summarize(rows, sets, ["add_long_ema", "add_real"])
+    assert summary["chosen_round5"] is None  # the other round-5 sets were not scored
+    s = summary[sk.REAL_BABBLE]
+    assert abs(s["vs_add_long_ema"]["add_real"]["stoi"]["mean"] - 0.015) < 1e-9
+    fam = s["by_family"]
+    assert abs(fam["real_babble_own"]["add_real"]["stoi"]["mean"] - 0.03) < 1e-9
+    assert abs(fam["real_babble_other"]["add_real"]["stoi"]["mean"]) < 1e-9
+    assert "add_long_ema" not in fam["real_babble_own"] and "noisy" in fam["real_babble_own"]

@@ -331,7 +331,8 @@ class UpCycleBrain(sb.Brain):
         if cfg.sisdr_weight > 0:
             loss = loss + cfg.sisdr_weight * si_sdr_loss(estimate, clean, clean_lens)
         if cfg.stoi_weight > 0:
-            loss = loss + cfg.stoi_weight * stoi_loss_term(estimate, clean, clean_lens)
+            rate = self.hparams.sample_rate
+            loss = loss + cfg.stoi_weight * stoi_loss_term(estimate, clean, clean_lens, rate)
         return loss
 
     def _clip_and_step(self, optimizer, terms: Dict[str, torch.Tensor]):

@@ -124,21 +124,54 @@ def si_sdr_loss(estimate: torch.Tensor, target: torch.Tensor, lengths: torch.Ten
     return cal_si_snr(target.float().t().unsqueeze(-1), estimate.float().t().unsqueeze(-1)).mean()
 
 
-def stoi_loss_term(estimate: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor = None) -> torch.Tensor:
+#: Short-time frames SpeechBrain's STOI needs in a file after silent-frame removal (one 384 ms envelope).
+STOI_MIN_FRAMES = 31
+
+
+def _stoi_frames(target: torch.Tensor) -> int:
+    """How many STOI frames of ``target [time]`` (16 kHz) SpeechBrain's ``stoi_loss`` keeps as not silent."""
+    from speechbrain.nnet.loss.stoi_loss import removeSilentFrames
+
+    x = _resample(target, 16000, 10000)
+    if x.shape[-1] < 256:
+        return 0
+    kept, _ = removeSilentFrames(x, x)
+    return 0 if kept.shape[-1] < 256 else (kept.shape[-1] - 256) // 128 + 2
+
+
+def _resample(x: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    """``x [..., time]`` resampled by torchaudio (the resampler SpeechBrain's ``stoi_loss`` uses)."""
+    import torchaudio
+
+    return torchaudio.functional.resample(x, orig, new)
+
+
+def stoi_loss_term(estimate: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor = None,
+                   sample_rate: int = 16000) -> torch.Tensor:
     """Negative STOI, differentiable (Fu et al., "End-to-end waveform utterance enhancement for direct
     evaluation metrics optimization by fully convolutional neural networks", TASLP 2018), averaged over a
     batch of 16 kHz waveforms ``[batch, time]`` with relative ``lengths [batch]``; in [-1, 1], lower is better.
 
     Computed by SpeechBrain's :func:`speechbrain.nnet.loss.stoi_loss.stoi_loss`, which builds its tensors on
     the CPU: the batch is taken there in float32 and the loss returned on ``estimate``'s device (gradients
-    flow through the copy). Each file needs at least 30 STOI frames (384 ms) after silent-frame removal.
+    flow through the copy). STOI needs one 384 ms envelope: items whose reference keeps fewer frames after
+    SpeechBrain's silent-frame removal (under about 0.4 s within 40 dB of its loudest frame: a crop that is
+    mostly pause) are left out, where SpeechBrain would fail; a batch of only such items gives 0.
     """
     from speechbrain.nnet.loss.stoi_loss import stoi_loss
 
+    if int(sample_rate) != 16000:
+        raise ConfigError(f"stoi_weight needs 16 kHz audio (SpeechBrain's stoi_loss), not {sample_rate} Hz")
     if lengths is None:
         lengths = torch.ones(estimate.shape[0], device=estimate.device)
+    est, ref, lens = estimate.float().cpu(), target.float().cpu(), lengths.float().cpu()
+    n = est.shape[-1]
+    keep = [i for i in range(est.shape[0])
+            if _stoi_frames(ref[i, : int(lens[i] * n)].detach()) >= STOI_MIN_FRAMES]
+    if not keep:
+        return estimate.sum() * 0.0
     with torch.autocast("cpu", enabled=False):  # its correlations in float32, whatever the training precision
-        loss = stoi_loss(estimate.float().cpu(), target.float().cpu(), lengths.float().cpu())
+        loss = stoi_loss(est[keep], ref[keep], lens[keep])
     return loss.to(estimate.device)
 
 
