@@ -97,7 +97,37 @@ def test_build_corpus_self_babble_changes_only_every_second_training_mixture(tin
     assert capsys.readouterr().out.startswith("reused")
 
 
+def test_self_babble_add_keeps_every_file_and_adds_the_benchmarks_babble_twins(tiny_corpus, tmp_path, capsys):
+    """``--self-babble 2 --self-babble-add`` gives, file for file, the corpus ``benchmarks/speech_keep.py`` derives
+    for the packaged default (``selfbabble_add``): every plain file, plus a same-voice babble twin ``<id>x``."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import speech_keep as sk
+
+    out = tmp_path / "sba"
+    assert cli_main(["build-corpus", str(out), "--preset", "tiny", "--self-babble", "2", "--self-babble-add",
+                     "--no-progress"]) == 0
+    assert "32 files" in capsys.readouterr().out  # 20 + a twin of files 001, 003, 005 of 4 speakers
+    info = json.loads((out / "corpus_info.json").read_text())
+    base = json.loads((tiny_corpus / "corpus_info.json").read_text())
+    assert info["config"] == {**base["config"], "self_babble_every": 2, "self_babble_add": True}
+    shutil.copytree(tiny_corpus, tmp_path / "work" / "corpus")
+    derived = sk.build_self_babble_corpus(tmp_path / "work", log=lambda m: None, every=2, extra=True)
+    log, theirs = read_log(out / info["logs"]["train"]), read_log(derived / "logfiles" / "log_trainset.txt")
+    assert log == theirs and sum(u.endswith("x") for u in log) == 12
+    for uid in log:
+        for kind in ("clean", "noisy"):
+            assert (out / info["folders"][f"{kind}_train"] / f"{uid}.wav").read_bytes() == \
+                (derived / f"{kind}_trainset_wav" / f"{uid}.wav").read_bytes(), (uid, kind)
+    twin = out / info["folders"]["txt_train"] / "p226_001x.txt"
+    assert twin.read_text() == (out / info["folders"]["txt_train"] / "p226_001.txt").read_text()
+
+
 @pytest.mark.parametrize("argv, match", [
+    (["--preset", "tiny", "--self-babble-add"], "self_babble_add needs self_babble_every"),
     (["--preset", "tiny", "--self-babble", "-1"], "self_babble_every must be 0"),
     (["--preset", "tiny", "--utts", "1", "--self-babble", "2"], "at least 2 utterances"),
     (["--preset", "realvoice", "--self-babble", "2"], "not to a real-voice test set"),

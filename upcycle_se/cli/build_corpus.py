@@ -12,9 +12,9 @@ voice clips mixed with the test noises at the test SNRs (upcycle_se.corpus.realv
 hard one: the same clips and SNRs with babble of the other clips (warped pseudo-speakers of the real voice),
 band-limited noise bursts and ALSA's recorded noise. Explicit options override the preset's.
 --self-babble 2 puts every second training file of each speaker in babble of its own speaker's other
-utterances: the same-voice babble files of the packaged default's training (--preset broad_benchmark
---self-babble 2; its last 9,000 steps had these files added beside the broad-noise ones, a corpus that
-benchmarks/speech_keep.py builds from this one).
+utterances; with --self-babble-add those babble files are added beside the broad-noise ones (new ids
+p226_001x) instead of replacing them: --preset broad_benchmark --self-babble 2 --self-babble-add is the
+corpus of the packaged default's last 9,000 steps.
 """
 from __future__ import annotations
 
@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-babble", type=int, default=0, metavar="N",
                         help="every N-th training file of each speaker in babble of its own speaker's other "
                              "utterances (default 0: off; the packaged default's babble files are those of 2)")
+    parser.add_argument("--self-babble-add", action="store_true",
+                        help="with --self-babble N: add the babble files beside the training files (ids <id>x) "
+                             "instead of replacing their noise (the packaged default's corpus with N = 2)")
     parser.add_argument("--workers", type=int, default=None, help="synthesis/mixing threads")
     parser.add_argument("--overwrite", action="store_true", help="replace a different corpus in OUT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -89,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         sizes["test_utts_per_speaker"] = args.utts
     for key, value in (("train_snrs", args.train_snrs), ("test_snrs", args.test_snrs),
                        ("train_noises", args.train_noises), ("test_noises", args.test_noises),
-                       ("piper_speakers", args.piper_speakers), ("self_babble_every", args.self_babble or None)):
+                       ("piper_speakers", args.piper_speakers), ("self_babble_every", args.self_babble or None),
+                       ("self_babble_add", args.self_babble_add or None)):
         if value is not None:
             sizes[key] = value
     s = build_corpus(args.out_dir, **sizes, sample_rate=args.sample_rate, naming=args.naming, seed=args.seed,
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_realvoice(args: argparse.Namespace) -> int:
     """Builds a real-voice test set, first or hard (only --sample-rate, --seed, --test-noises, --test-snrs
     apply)."""
-    if args.self_babble:
+    if args.self_babble or args.self_babble_add:
         raise UserError("--self-babble applies to the synthetic corpora's training side, not to a real-voice test set")
     extra = {}
     if args.test_noises is not None:

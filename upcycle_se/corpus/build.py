@@ -235,7 +235,8 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
                  min_duration: float = 1.5, max_duration: float = 6.0, workers: Optional[int] = None,
                  progress: Optional[bool] = None, overwrite: bool = False,
                  alsa_noise: PathLike = N.ALSA_NOISE, piper_speakers: int = 0,
-                 train_levels_db: Sequence[float] = DEFAULT_LEVELS_DB, self_babble_every: int = 0) -> dict:
+                 train_levels_db: Sequence[float] = DEFAULT_LEVELS_DB, self_babble_every: int = 0,
+                 self_babble_add: bool = False) -> dict:
     """Writes a synthetic corpus in the VoiceBank-DEMAND layout under ``out_dir``; returns a summary.
 
     Arguments
@@ -259,8 +260,10 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
     train_levels_db : range of the training utterances' active speech level in dBFS (test: -30..-22).
     self_babble_every : > 0: every such training file of each speaker (sorted, from the first) has babble of
         its own speaker's other utterances instead of its noise, at its SNR
-        (:mod:`upcycle_se.corpus.self_babble`; the packaged `default`'s babble files are those of 2, added beside
-        the broad-noise files by ``benchmarks/speech_keep.py``).
+        (:mod:`upcycle_se.corpus.self_babble`).
+    self_babble_add : with ``self_babble_every``, the babble files are *added* beside the training files under
+        new ids (``p226_001`` -> ``p226_001x``, same clean speech) instead of replacing their noise: the
+        packaged `default`'s training corpus is ``broad_benchmark`` with ``self_babble_every=2`` added so.
 
     Returns
     -------
@@ -297,6 +300,8 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
         raise UserError(f"piper_speakers must be 0..n_train_speakers ({n_train_speakers}), not {piper_speakers}")
     if int(self_babble_every) < 0:
         raise UserError(f"self_babble_every must be 0 (off) or more, not {self_babble_every}")
+    if self_babble_add and not int(self_babble_every):
+        raise UserError("self_babble_add needs self_babble_every (which files get a same-voice babble twin)")
     if int(self_babble_every) and int(utts_per_speaker) < 2:
         raise UserError("same-voice babble needs at least 2 utterances per training speaker")
     if len(train_levels_db) != 2 or not train_levels_db[0] <= train_levels_db[1] < 0:
@@ -319,6 +324,8 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
         config["train_levels_db"] = [float(x) for x in train_levels_db]
     if self_babble_every:
         config["self_babble_every"] = int(self_babble_every)
+    if self_babble_add:
+        config["self_babble_add"] = True
     reused = _existing(out, config, folders, overwrite)
     if reused is not None:
         reused.update(out_dir=str(out), build_seconds=round(time.perf_counter() - t0, 3), reused=True)
@@ -379,7 +386,7 @@ def build_corpus(out_dir: PathLike, *, n_train_speakers: int, n_test_speakers: i
 
     records.sort(key=lambda r: (r["split"], r["name"]))
     if self_babble_every:
-        _add_self_babble(out, folders, records, sr, int(self_babble_every), int(seed))
+        _add_self_babble(out, folders, records, sr, int(self_babble_every), int(seed), add=bool(self_babble_add))
     logs = log_names(naming)
     (out / folders["logs"]).mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
@@ -444,9 +451,10 @@ def _make_pair(out: Path, folders: Dict[str, str], voice: Voice, ctx: N.NoiseCon
 
 
 def _add_self_babble(out: Path, folders: Dict[str, str], records: List[dict], sr: int, every: int,
-                     seed: int) -> None:
+                     seed: int, add: bool = False) -> None:
     """Rewrites every ``every``-th training mixture of each speaker in same-voice babble (clean files kept) and
-    renames its noise in ``records``."""
+    renames its noise in ``records``; with ``add``, writes the babble mixture as a new pair ``<id>x`` (clean
+    speech and transcript copied) and appends its record instead."""
     from upcycle_se.audio import load_mono
     from upcycle_se.corpus.self_babble import self_babble_mixtures  # (it imports this module)
 
@@ -460,8 +468,19 @@ def _add_self_babble(out: Path, folders: Dict[str, str], records: List[dict], sr
         mixtures = self_babble_mixtures(clips, {u: r["snr"] for u, r in recs.items()}, sr, every=every, seed=seed,
                                         speaker_index=k)
         for uid, noisy in mixtures.items():
-            write_audio_atomic(out / folders["noisy_train"] / f"{uid}.wav", noisy, sr)
-            recs[uid]["noise"] = SELF_BABBLE_NOISE
+            if not add:
+                write_audio_atomic(out / folders["noisy_train"] / f"{uid}.wav", noisy, sr)
+                recs[uid]["noise"] = SELF_BABBLE_NOISE
+                continue
+            new = f"{uid}x"
+            for kind, ext in (("clean_train", "wav"), ("txt_train", "txt")):
+                src = out / folders[kind] / f"{uid}.{ext}"
+                tmp = src.with_name(f".{new}.{ext}.part")
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, src.with_name(f"{new}.{ext}"))
+            write_audio_atomic(out / folders["noisy_train"] / f"{new}.wav", noisy, sr)
+            records.append({**recs[uid], "name": new, "noise": SELF_BABBLE_NOISE})
+    records.sort(key=lambda r: (r["split"], r["name"]))
 
 
 def _summary(info: dict) -> dict:
