@@ -1005,7 +1005,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "summary": summary, "rows": rows}
     _write_json_atomic(args.json, result)
     args.table.write_text(render(result))
-    stamp(f"chosen: {summary['chosen']}; wrote {args.json} and {args.table}")
+    choices = {k: v for k, v in summary.items() if k.startswith("chosen") and v}  # each round's rule
+    stamp(f"chosen: {choices or 'none'}; wrote {args.json} and {args.table}")
     return 0
 
 
