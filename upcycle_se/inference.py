@@ -61,7 +61,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: Packaged models, by the name ``upcycle-se enhance --model`` and :func:`packaged_model_dir` take, and the
 #: folder under ``upcycle_se/pretrained/`` each name means. ``default`` is the best packaged model (the
 #: model cards, ``MODEL.md``, give the figures that chose it); ``unpaired`` the best one trained unpaired.
-PACKAGED_MODELS: Dict[str, str] = {"default": "base_selfbabble_add_ema", "unpaired": "base_unpaired_selfbabble",
+PACKAGED_MODELS: Dict[str, str] = {"default": "base_selfbabble_add_real", "unpaired": "base_unpaired_selfbabble",
                                    "small": "small"}
 
 
