@@ -194,6 +194,12 @@ ARMS: Dict[str, tuple] = {
                  "add_long_ema trained on from it on its own data plus 600 files of real recorded voices (KLettres' "
                  "five training speakers, in real-voice babble or broad noise: build_real_voice_corpus), 4 + 2 "
                  "epochs of 600 steps (3,600 steps), SI-SDR 0.01, EMA 0.999 (round 5)"),
+    # Round 5, unpaired: the packaged `unpaired` trained on with its own setting on add_real's corpus (the noisy pile
+    # and the clean pile each get the real voices; no clean reference of a noisy file is seen), one decay epoch.
+    "unpaired_real": (REAL_CORPUS, {**UNPAIRED_OPTIONS, "init_from": "{models}/unpaired_selfbabble", "n_epochs": "0",
+                                    "n_epochs_decay": "1"},
+                      "the packaged `unpaired` trained on with its own setting on add_real's corpus (real voices in "
+                      "both piles), 600 steps at half its lr (one decay epoch) (round 5, unpaired)"),
     "add_stoi": ("selfbabble_add", {"init_from": "{models}/add_long_ema", "sisdr_weight": "0.01", "stoi_weight": "0.2",
                                     "n_epochs": "6", "n_epochs_decay": "2", "ema_decay": "0.999"},
                  "add_long_ema trained on from it on its own data with a STOI term, weight 0.2 (negative STOI, "
@@ -788,6 +794,36 @@ def choose_round5(summary: Dict) -> Optional[str]:
     return best
 
 
+#: Round 5's unpaired arm and its incumbent (the packaged `unpaired`).
+ROUND5_UNPAIRED_ARMS = ("unpaired_real",)
+UNPAIRED_INCUMBENT = "unpaired_selfbabble"
+
+
+def choose_round5_unpaired(summary: Dict) -> Optional[str]:
+    """Round 5's unpaired choice against the packaged `unpaired` (``unpaired_selfbabble``), fixed before its arm
+    was trained: `unpaired` ties MMSE-LSA on real voice, so the arm must raise PESQ. It qualifies when its PESQ
+    gain is significant (95 % CI above 0) on at least one of ``valid``, ``valid_heldout`` and
+    ``valid_realbabble`` and not significantly below (and at most :data:`PESQ_TOLERANCE` below in the mean) on
+    any, and its STOI is not significantly below on any of the six validation sets. The largest mean of the
+    three PESQ gains wins; None: `unpaired` stays (and when it or a set was not scored)."""
+    key = f"vs_{UNPAIRED_INCUMBENT}"
+    if UNPAIRED_INCUMBENT not in summary["arms"] or any(n not in summary for n in (*ROUND5_PESQ_SETS, *ROUND5_STOI_SETS)):
+        return None
+    best, best_gain = None, 0.0
+    for arm in summary["arms"]:
+        if arm not in ROUND5_UNPAIRED_ARMS or arm not in summary[REAL_BABBLE].get(key, {}):
+            continue
+        pesq = [summary[n][key][arm]["pesq"] for n in ROUND5_PESQ_SETS]
+        stoi = [summary[n][key][arm]["stoi"] for n in (*ROUND5_STOI_SETS, REAL_BABBLE)]
+        if (not any(d["mean"] - d["ci"] > 0 for d in pesq) or any(d["mean"] + d["ci"] < 0 for d in [*pesq, *stoi])
+                or any(d["mean"] < -PESQ_TOLERANCE for d in pesq)):
+            continue
+        gain = float(np.mean([d["mean"] for d in pesq]))
+        if gain > best_gain:
+            best, best_gain = arm, gain
+    return best
+
+
 def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str]) -> Dict:
     """Means with 95 % CIs per set and system, and paired differences against `default` and the control,
     overall and (valid_babble) per SNR."""
@@ -808,6 +844,9 @@ def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str])
         s["by_snr"] = {snr: {a: {m: _paired_diff({k: v for k, v in r[a].items() if files[k]["snr"] == snr},
                                                  r["default"], m) for m in METRICS} for a in arms}
                        for snr in snrs} if name in ("valid_babble", SELF_BABBLE) else {}
+        if UNPAIRED_INCUMBENT in arms and any(a in ROUND5_UNPAIRED_ARMS for a in arms):  # round 5, unpaired
+            s[f"vs_{UNPAIRED_INCUMBENT}"] = {a: {m: _paired_diff(r[a], r[UNPAIRED_INCUMBENT], m) for m in METRICS}
+                                             for a in arms if a in ROUND5_UNPAIRED_ARMS}
         if INCUMBENT5 in arms and any(a in ROUND5_ARMS for a in arms):  # round 5's incumbent
             s[f"vs_{INCUMBENT5}"] = {a: {m: _paired_diff(r[a], r[INCUMBENT5], m) for m in METRICS} for a in arms
                                      if a != INCUMBENT5 and not ARMS[a][1].get("unpaired")}
@@ -829,6 +868,7 @@ def summarize(rows: Dict[str, Dict[str, Dict]], sets: Dict, arms: Sequence[str])
     out["chosen_round3"] = choose_round3(out)
     out["chosen_round4"] = choose_round4(out)
     out["chosen_round5"] = choose_round5(out)
+    out["chosen_round5_unpaired"] = choose_round5_unpaired(out)
     return out
 
 
@@ -973,10 +1013,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     build_data(work, stamp)
     build_self_babble(work)
-    if any(a in ROUND5_ARMS for a in args.arms):  # round 5's sets and data (Piper voice, KLettres' recordings)
+    if any(a in (*ROUND5_ARMS, *ROUND5_UNPAIRED_ARMS) for a in args.arms):  # round 5's sets and data (Piper, KLettres)
         build_piper_babble(work)
         build_real_babble(work)
-        if "add_real" in args.arms:
+        if any(a in ("add_real", *ROUND5_UNPAIRED_ARMS) for a in args.arms):
             build_real_voice_corpus(work, log=stamp)
             prepare(corpus_root(work, REAL_CORPUS), BUDGET, stamp)
     if not args.score_only:

@@ -494,3 +494,23 @@ def test_summary_compares_round_five_arms_with_its_incumbent_per_babble_family()
     assert abs(fam["real_babble_own"]["add_real"]["stoi"]["mean"] - 0.03) < 1e-9
     assert abs(fam["real_babble_other"]["add_real"]["stoi"]["mean"]) < 1e-9
     assert "add_long_ema" not in fam["real_babble_own"] and "noisy" in fam["real_babble_own"]
+
+
+def test_round_five_unpaired_needs_a_significant_pesq_gain_and_keeps_stoi_everywhere():
+    def summary(d):
+        sets = ("valid", "valid_babble", sk.SELF_BABBLE, sk.HELDOUT, sk.PIPER_BABBLE, sk.REAL_BABBLE)
+        s = {"arms": [sk.UNPAIRED_INCUMBENT, "unpaired_real"]}
+        for name in sets:
+            s[name] = {f"vs_{sk.UNPAIRED_INCUMBENT}": {"unpaired_real": {
+                m: dict(zip(("mean", "ci"), d.get((name, m), (0.0, 0.01)))) for m in ("pesq", "stoi")}}}
+        return s
+
+    gain = {(sk.REAL_BABBLE, "pesq"): (0.05, 0.02)}
+    assert sk.choose_round5_unpaired(summary(gain)) == "unpaired_real"
+    assert sk.choose_round5_unpaired(summary({(sk.REAL_BABBLE, "pesq"): (0.05, 0.06)})) is None  # not significant
+    assert sk.choose_round5_unpaired(summary({**gain, ("valid", "pesq"): (-0.03, 0.04)})) is None  # beyond 0.02
+    assert sk.choose_round5_unpaired(summary({**gain, (sk.REAL_BABBLE, "stoi"): (-0.01, 0.005)})) is None
+    assert sk.choose_round5_unpaired(summary({**gain, ("valid_babble", "stoi"): (-0.01, 0.005)})) is None
+    cmd = dict(a.split("=", 1) for a in sk.train_command("unpaired_real", Path("/w"), True)[3:])
+    assert (cmd["--unpaired"], cmd["--loss_type"], cmd["--init_from"]) == ("shuffle", "gan", "/w/models/unpaired_selfbabble")
+    assert cmd["--data_folder"] == f"/w/{sk.REAL_CORPUS}/corpus" and "--sisdr_weight" not in cmd
