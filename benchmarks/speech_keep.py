@@ -245,6 +245,18 @@ def corpus_root(work: Path, folder: str) -> Path:
     return work if folder == "main" else work / folder
 
 
+def _link_corpus(src: Path, out: Path) -> None:
+    """Hard-links every file of the corpus ``src`` into ``out`` but its ``corpus_info.json`` (written last by the
+    caller, marking the derived corpus complete); a file already there is replaced by the link."""
+    for path in src.rglob("*"):
+        if path.is_file() and path.name != "corpus_info.json":
+            dst = out / path.relative_to(src)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.exists():
+                dst.unlink()
+            os.link(path, dst)
+
+
 def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 2, extra: bool = False) -> Path:
     """The ``selfbabble`` arm's training corpus (``selfbabble4``'s with ``every=4``): the main corpus with every
     ``every``-th training file's noise (per speaker, from its first) replaced by babble of its own speaker's
@@ -266,13 +278,7 @@ def build_self_babble_corpus(work: Path, seed: int = 0, log=print, every: int = 
     src, out = work / "corpus", corpus_root(work, folder) / "corpus"
     if (out / "corpus_info.json").is_file():
         return out
-    for path in src.rglob("*"):
-        if path.is_file() and path.name != "corpus_info.json":
-            dst = out / path.relative_to(src)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.exists():
-                dst.unlink()
-            os.link(path, dst)
+    _link_corpus(src, out)
     log_path = src / "logfiles" / "log_trainset.txt"
     entries = read_log(log_path)
     clean_dir = src / "clean_trainset_wav"
@@ -330,13 +336,7 @@ def build_real_voice_corpus(work: Path, seed: int = 0, log=print) -> Path:
     out = corpus_root(work, REAL_CORPUS) / "corpus"
     if (out / "corpus_info.json").is_file():
         return out
-    for path in src.rglob("*"):
-        if path.is_file() and path.name != "corpus_info.json":
-            dst = out / path.relative_to(src)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.exists():
-                dst.unlink()
-            os.link(path, dst)
+    _link_corpus(src, out)
     info = json.loads((src / "corpus_info.json").read_text())
     snrs, levels = info["config"]["train_snrs"], info["config"]["train_levels_db"]
     voices = {v: speaker_clips(v, SAMPLE_RATE) for v in (*TARGET_SPEAKERS["train"], *BABBLE_SPEAKERS["train"])}
@@ -436,6 +436,17 @@ def train_and_export(arm: str, work: Path, bf16: bool, log=print, threads: int =
 SELF_BABBLE = "valid_selfbabble"
 
 
+def _write_test_pair(out: Path, uid: str, clean: np.ndarray, noise: np.ndarray, snr: float) -> None:
+    """Mixes ``clean`` and ``noise`` ``[time]`` at ``snr`` dB (the corpus's SNR definition) and writes the pair
+    ``uid`` into the test half of the VoiceBank layout under ``out``, each file atomically."""
+    from upcycle_se.audio import write_audio_atomic
+    from upcycle_se.corpus import noise as N
+
+    c, noisy = N.mix_at_snr(clean, noise, snr, SAMPLE_RATE)
+    write_audio_atomic(out / "clean_testset_wav" / f"{uid}.wav", c, SAMPLE_RATE)
+    write_audio_atomic(out / "noisy_testset_wav" / f"{uid}.wav", noisy, SAMPLE_RATE)
+
+
 def build_self_babble(work: Path, seed: int = 0) -> Path:
     """Same-voice babble on ``valid_babble``'s clean files: a diagnostic set, never used for the choice.
 
@@ -446,8 +457,7 @@ def build_self_babble(work: Path, seed: int = 0) -> Path:
     ``work/valid_selfbabble/{clean,noisy}_testset_wav`` with ``logfiles/log_testset.txt`` (written last);
     an existing complete set is reused. Deterministic in ``seed``.
     """
-    from upcycle_se.audio import load_mono, write_audio_atomic
-    from upcycle_se.corpus import noise as N
+    from upcycle_se.audio import load_mono
     from upcycle_se.corpus.build import read_log
     from upcycle_se.corpus.realvoice import _write_text_atomic, babble_pool, real_babble
 
@@ -462,9 +472,7 @@ def build_self_babble(work: Path, seed: int = 0) -> Path:
         speaker = uid.split("_")[0]
         pool = babble_pool({k: v for k, v in clean.items() if k.split("_")[0] == speaker}, uid, SAMPLE_RATE)
         babble, _ = real_babble(len(clean[uid]), SAMPLE_RATE, np.random.default_rng([seed, i]), pool)
-        c, noisy = N.mix_at_snr(clean[uid], babble, log[uid][1], SAMPLE_RATE)
-        write_audio_atomic(out / "clean_testset_wav" / f"{uid}.wav", c, SAMPLE_RATE)
-        write_audio_atomic(out / "noisy_testset_wav" / f"{uid}.wav", noisy, SAMPLE_RATE)
+        _write_test_pair(out, uid, clean[uid], babble, log[uid][1])
         lines.append(f"{uid} self_babble {log[uid][1]}")
     _write_text_atomic(log_path, "\n".join(lines) + "\n")
     return out
@@ -491,8 +499,6 @@ def build_piper_babble(work: Path, seed: int = 5) -> Path:
     ALSA's clips (the reported real-voice sets) are never used. Written to ``work/valid_piperbabble`` in the
     test half of the VoiceBank layout, ``logfiles/log_testset.txt`` last; a complete set is reused.
     """
-    from upcycle_se.audio import write_audio_atomic
-    from upcycle_se.corpus import noise as N
     from upcycle_se.corpus.build import _clean_utterance, _plan_piper_speakers, seeded_rng
     from upcycle_se.corpus.realvoice import _write_text_atomic, babble_pool, real_babble
     from upcycle_se.corpus.speech import require_piper
@@ -518,9 +524,7 @@ def build_piper_babble(work: Path, seed: int = 5) -> Path:
         clips = {k: v for k, v in clean.items() if (k.split("_")[0] == speaker) == own or k == uid}
         pool = babble_pool(clips, uid, SAMPLE_RATE)
         babble, _ = real_babble(len(clean[uid]), SAMPLE_RATE, np.random.default_rng([seed, 11, i]), pool)
-        c, noisy = N.mix_at_snr(clean[uid], babble, snr, SAMPLE_RATE)
-        write_audio_atomic(out / "clean_testset_wav" / f"{uid}.wav", c, SAMPLE_RATE)
-        write_audio_atomic(out / "noisy_testset_wav" / f"{uid}.wav", noisy, SAMPLE_RATE)
+        _write_test_pair(out, uid, clean[uid], babble, snr)
         lines.append(f"{uid} {family} {snr}")
     _write_text_atomic(log_path, "\n".join(lines) + "\n")
     return out
@@ -545,8 +549,6 @@ def build_real_babble(work: Path, seed: int = 7) -> Path:
     of ALSA's clips (the reported sets) are in it. Written to ``work/valid_realbabble`` in the test half of
     the VoiceBank layout, ``logfiles/log_testset.txt`` last; a complete set is reused.
     """
-    from upcycle_se.audio import write_audio_atomic
-    from upcycle_se.corpus import noise as N
     from upcycle_se.corpus.build import DEFAULT_LEVELS_DB, seeded_rng
     from upcycle_se.corpus.realspeech import BABBLE_SPEAKERS, TARGET_SPEAKERS, real_utterance, speaker_clips
     from upcycle_se.corpus.realvoice import _write_text_atomic, real_babble
@@ -573,10 +575,8 @@ def build_real_babble(work: Path, seed: int = 7) -> Path:
                 pool = {f"{v}/{k}": c for v in voices if v != spk for k, c in voices[v].items()}
             babble, _ = real_babble(len(clean), SAMPLE_RATE, np.random.default_rng([seed, 11, i]), pool)
             snr = REAL_BABBLE_SNRS[(i // 2) % len(REAL_BABBLE_SNRS)]
-            c, noisy = N.mix_at_snr(clean, babble, snr, SAMPLE_RATE)
             uid = f"{spk.lower().replace('_', '')}_{u:03d}"
-            write_audio_atomic(out / "clean_testset_wav" / f"{uid}.wav", c, SAMPLE_RATE)
-            write_audio_atomic(out / "noisy_testset_wav" / f"{uid}.wav", noisy, SAMPLE_RATE)
+            _write_test_pair(out, uid, clean, babble, snr)
             lines.append(f"{uid} {'real_babble_own' if own else 'real_babble_other'} {snr}")
             i += 1
     _write_text_atomic(log_path, "\n".join(lines) + "\n")

@@ -27,3 +27,19 @@ def small_brain(tmp_path: Path, **overrides) -> UpCycleBrain:
                          checkpointer=hp["checkpointer"])
     brain.on_fit_start()
     return brain
+
+
+def supervised_step(brain: UpCycleBrain, batch: PaddedBatch):
+    """Runs the brain's generator loss on ``batch`` (no gradients) and recomputes its parts from the same
+    modules: returns ``(total, terms, estimate [batch, time], clean [batch, time], base)`` where ``base`` is the
+    supervised L1 alone (waveform L1 + spectral L1, uncompressed) that opt-in terms are added to."""
+    from upcycle_se.losses import spectral_l1
+
+    noisy, lens = batch.noisy_sig
+    clean, _ = batch.clean_sig
+    with torch.no_grad():
+        total, terms, _, _ = brain._generator_loss(noisy, clean, lens, lens)
+        n2c = brain.modules["gen_n2c"]
+        est, spec = n2c(noisy, return_spec=True)
+        base = (est - clean).abs().mean() + spectral_l1(spec, n2c.stft.stft(clean))
+    return total, terms, est, clean, base
