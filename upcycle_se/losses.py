@@ -132,18 +132,13 @@ def _stoi_frames(target: torch.Tensor) -> int:
     """How many STOI frames of ``target [time]`` (16 kHz) SpeechBrain's ``stoi_loss`` keeps as not silent."""
     from speechbrain.nnet.loss.stoi_loss import removeSilentFrames
 
-    x = _resample(target, 16000, 10000)
+    from upcycle_se.audio import resample_audio  # torchaudio's, as SpeechBrain's stoi_loss resamples
+
+    x = resample_audio(target, 16000, 10000)
     if x.shape[-1] < 256:
         return 0
     kept, _ = removeSilentFrames(x, x)
     return 0 if kept.shape[-1] < 256 else (kept.shape[-1] - 256) // 128 + 2
-
-
-def _resample(x: torch.Tensor, orig: int, new: int) -> torch.Tensor:
-    """``x [..., time]`` resampled by torchaudio (the resampler SpeechBrain's ``stoi_loss`` uses)."""
-    import torchaudio
-
-    return torchaudio.functional.resample(x, orig, new)
 
 
 def stoi_loss_term(estimate: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor = None,
