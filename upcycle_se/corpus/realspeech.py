@@ -25,6 +25,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from upcycle_se.corpus import noise as N
+from upcycle_se.corpus.realvoice import active_part
 from upcycle_se.errors import UserError
 
 KLETTRES_ROOT = Path("/usr/share/klettres")
@@ -43,17 +44,6 @@ def require_klettres(root: Path = KLETTRES_ROOT) -> None:
                         "(apt-get install klettres-data; scripts/setup.sh installs it)")
 
 
-def _active(sig: np.ndarray, sample_rate: int) -> np.ndarray:
-    """``sig [time]`` trimmed to its first and last 20 ms frame within 40 dB of its loudest."""
-    hop = max(1, int(round(N.FRAME_S * sample_rate)))
-    n = len(sig) // hop
-    if n == 0:
-        return sig
-    energy = 10 * np.log10(np.mean(sig[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-20)
-    on = np.flatnonzero(energy > energy.max() - N.ACTIVE_RANGE_DB)
-    return sig[on[0] * hop: (on[-1] + 1) * hop]
-
-
 @lru_cache(maxsize=32)
 def _speaker_cached(name: str, sample_rate: int, root: str) -> Tuple[Tuple[str, np.ndarray], ...]:
     import soundfile as sf
@@ -68,7 +58,7 @@ def _speaker_cached(name: str, sample_rate: int, root: str) -> Tuple[Tuple[str, 
     for f in files:
         sig, sr = sf.read(str(f), dtype="float32", always_2d=True)
         sig = resample_audio(torch.from_numpy(sig.mean(axis=1)), sr, sample_rate).numpy().astype(np.float64)
-        sig = _active(sig - sig.mean(), sample_rate)
+        sig = active_part(sig - sig.mean(), sample_rate)
         power = N.active_speech_power(sig, sample_rate)
         if len(sig) >= int(0.15 * sample_rate) and power > 0:
             clips.append((f"{f.parent.name}/{f.stem}", sig / np.sqrt(power)))

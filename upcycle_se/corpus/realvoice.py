@@ -172,22 +172,29 @@ def warp_clip(sig: np.ndarray, warp: float) -> np.ndarray:
     return sps.resample_poly(np.asarray(sig, dtype=np.float64), ratio.numerator, ratio.denominator)
 
 
+def active_part(sig: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``sig [time]`` as float64, trimmed to its first and last 20 ms frame within 40 dB of its loudest (the
+    corpus's active-speech definition): a recording's leading and trailing pauses cut."""
+    sig = np.asarray(sig, dtype=np.float64)
+    hop = max(1, int(round(N.FRAME_S * sample_rate)))
+    n = len(sig) // hop
+    if not n:
+        return sig
+    energy = (sig[: n * hop].reshape(n, hop) ** 2).mean(axis=1)
+    active = np.flatnonzero(energy >= energy.max() * 10 ** (-N.ACTIVE_RANGE_DB / 10.0))
+    return sig[active[0] * hop: (active[-1] + 1) * hop]
+
+
 def babble_pool(clips: Dict[str, np.ndarray], target: str, sample_rate: int) -> Dict[str, np.ndarray]:
     """The babble material of one target clip: every *other* clip ``{name: [time]}``, trimmed to its active
     part (20 ms frames within 40 dB of its loudest) and scaled to unit active speech power."""
     if target not in clips:
         raise UserError(f"unknown target clip {target!r}; clips: {', '.join(clips)}")
     pool = {}
-    hop = max(1, int(round(N.FRAME_S * sample_rate)))
     for name, sig in clips.items():
         if name == target:
             continue
-        sig = np.asarray(sig, dtype=np.float64)
-        n = len(sig) // hop
-        if n:
-            energy = (sig[: n * hop].reshape(n, hop) ** 2).mean(axis=1)
-            active = np.flatnonzero(energy >= energy.max() * 10 ** (-N.ACTIVE_RANGE_DB / 10.0))
-            sig = sig[active[0] * hop: (active[-1] + 1) * hop]
+        sig = active_part(sig, sample_rate)
         pool[name] = sig / np.sqrt(max(N.active_speech_power(sig, sample_rate), 1e-20))
     if not pool:
         raise UserError("real babble needs at least one clip other than the target")
