@@ -101,7 +101,7 @@ at no PESQ cost: STOI gain over ``add_long_ema`` on ``valid_realbabble`` signifi
 ``valid_heldout`` and ``valid_realbabble`` not significantly below its and at most 0.02 below in the mean; STOI
 on the other five validation sets not significantly below its; the largest mean STOI gain wins.
 
-Round 5, unpaired (``--arms unpaired_selfbabble unpaired_real``; declared, not yet trained): the packaged
+Round 5, unpaired (``--arms unpaired_selfbabble unpaired_real``; no arm chosen): the packaged
 `unpaired` trained on with its own setting on ``add_real``'s corpus (real voices in the noisy and the clean
 pile), 600 steps; :func:`choose_round5_unpaired` takes it when its PESQ gain is significant on one of ``valid``,
 ``valid_heldout`` and ``valid_realbabble``, none of the three is below (significantly, or by more than 0.02 in
