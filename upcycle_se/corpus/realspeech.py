@@ -61,7 +61,9 @@ def _speaker_cached(name: str, sample_rate: int, root: str) -> Tuple[Tuple[str, 
         sig = active_part(sig - sig.mean(), sample_rate)
         power = N.active_speech_power(sig, sample_rate)
         if len(sig) >= int(0.15 * sample_rate) and power > 0:
-            clips.append((f"{f.parent.name}/{f.stem}", sig / np.sqrt(power)))
+            sig = sig / np.sqrt(power)
+            sig.setflags(write=False)  # shared by every caller through the cache
+            clips.append((f"{f.parent.name}/{f.stem}", sig))
     return tuple(clips)
 
 
@@ -77,8 +79,9 @@ def real_utterance(clips: Dict[str, np.ndarray], rng: np.random.Generator, sampl
     """One speaker's clips joined into a ``min_s``..``max_s`` s utterance ``[time]`` float64 (unit active power),
     and the clips it used.
 
-    Clips are drawn without repetition, at least 3, with pauses of 60-250 ms between them, until the next
-    clip would pass ``max_s``; the result is cut to ``max_s`` if a single clip is longer.
+    A target length is drawn in ``min_s``..``max_s``; clips are drawn without repetition, at least 3, with
+    pauses of 60-250 ms between them, until the next clip would pass that length (or the clips run out); the
+    result is cut to ``max_s``.
     """
     if not clips:
         raise UserError("a real utterance needs at least one clip")
